@@ -191,7 +191,7 @@ def _shape_mask(kind: str, dx: np.ndarray, dy: np.ndarray, r: np.ndarray) -> np.
         ax, ay = np.abs(dx), np.abs(dy)
         return ((ax <= t) & (ay <= r)) | ((ay <= t) & (ax <= r))
     if kind == "diamond":
-        return np.abs(dx) + np.abs(dy) <= 1.1 * r
+        return np.abs(dx) + np.abs(dy) <= 1.05 * r
     if kind == "ring":
         d2 = dx * dx + dy * dy
         return (d2 <= r * r) & (d2 >= (0.5 * r) ** 2)
