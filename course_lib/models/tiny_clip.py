@@ -1,6 +1,6 @@
 """The tiny CLIP: open_clip's own ``CLIP`` class with a small config for ShapeWorld.
 
-Architecture (``TINY_CLIP_CONFIG``): a ViT image tower (32x32 input, 4x4 patches, so 64
+Architecture (``TINY_CLIP_CONFIG``): a ViT image tower (32x32 input, 8x8 patches, so 16
 patch tokens plus a class token) and a causal text transformer over the word-level
 ShapeWorld vocabulary, both projected to a shared embedding space. It is a genuine
 ``open_clip.model.CLIP``: ``encode_image``, ``encode_text``, ``logit_scale`` and
@@ -27,9 +27,9 @@ TINY_CLIP_CONFIG: dict[str, Any] = {
     "embed_dim": 64,
     "vision_cfg": {
         "image_size": 32,
-        "patch_size": 4,
+        "patch_size": 8,
         "width": 128,
-        "layers": 3,
+        "layers": 4,
         "head_width": 32,
         "mlp_ratio": 2.0,
     },
