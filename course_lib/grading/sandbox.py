@@ -251,7 +251,6 @@ def _set_nproc_limit(n: int) -> None:
 def _zygote_main(ctrl: socket.socket, parent_pid: int) -> None:
     """Serve spawn requests forever; never returns (exits with os._exit)."""
     try:
-        os.setpgid(0, 0) if False else None  # stays in the parent's process group on purpose
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)
         set_parent_death_signal()
@@ -283,7 +282,6 @@ def _zygote_main(ctrl: socket.socket, parent_pid: int) -> None:
                 pid, rpc_end, out_read, tmpdir = _spawn_worker(ctrl, request)
                 children.add(pid)
                 payload = struct.pack(">q", pid) + tmpdir.encode()
-                send_frame(ctrl, b"")  # marker: the next message carries the fds
                 socket.send_fds(ctrl, [struct.pack(">I", len(payload)) + payload], [rpc_end.fileno(), out_read])
                 rpc_end.close()
                 os.close(out_read)
@@ -402,8 +400,6 @@ class Zygote:
             send_frame(self.ctrl, encode({"op": "spawn", **options}))
             self.ctrl.settimeout(120)
             try:
-                marker = recv_frame(self.ctrl)
-                assert marker == b""
                 msg, fds = self._recv_fds()
             finally:
                 self.ctrl.settimeout(None)
@@ -468,6 +464,9 @@ def get_zygote() -> Zygote:
 
 # ---------------------------------------------------------------------------------------
 # the worker
+
+
+_MISSING = object()
 
 
 class _WorkerState:
@@ -651,7 +650,10 @@ def _serve(sock: socket.socket, state: _WorkerState) -> None:
             args = state.resolve(list(request.get("args", [])))
             kwargs = state.resolve(dict(request.get("kwargs", {})))
             if op == "call":
-                fn = getattr(state.module, request["name"])
+                fn = getattr(state.module, request["name"], _MISSING)
+                if fn is _MISSING:
+                    raise AttributeError(f"your module has no function or class named {request['name']!r} "
+                                         "(define it at module level, spelled exactly like this)")
             elif op == "method":
                 obj = state.handles[request["handle"]]
                 name = request["name"]

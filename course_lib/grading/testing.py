@@ -1,0 +1,127 @@
+"""Assertion helpers for the graded tests (trusted side).
+
+Results from a submission arrive as plain data; these helpers check their type and shape
+first (a wrong type fails with a clear message instead of crashing the test) and word the
+failure for a learner: what was expected, what came back, and a hint where one helps.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable
+
+import torch
+
+from .sandbox import SubmissionError
+
+__all__ = [
+    "SubmissionError",
+    "expect_error",
+    "as_tensor",
+    "assert_close",
+    "assert_equal_tensor",
+    "as_float",
+    "assert_not_mutated",
+    "fmt",
+]
+
+
+def fmt(t: Any, limit: int = 8) -> str:
+    """Short printable form of a small tensor/list (at most ``limit`` values)."""
+    if isinstance(t, torch.Tensor):
+        flat = t.detach().flatten()
+        vals = ", ".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in flat[:limit].tolist())
+        more = ", ..." if flat.numel() > limit else ""
+        return f"[{vals}{more}] (shape {list(t.shape)}, {str(t.dtype).replace('torch.', '')})"
+    return repr(t)
+
+
+def expect_error(fn: Callable, *args: Any, errors: Iterable[str] = ("ValueError",), what: str = "",
+                 **kwargs: Any) -> SubmissionError:
+    """Call ``fn`` and require it to raise one of the exception classes named in ``errors``."""
+    errors = tuple(errors)
+    label = what or "this input"
+    try:
+        fn(*args, **kwargs)
+    except SubmissionError as exc:
+        if exc.kind != "raised":
+            raise
+        if exc.is_a("NotImplementedError"):
+            raise AssertionError("the function still raises NotImplementedError: implement it first") from None
+        if exc.is_a(*errors):
+            return exc
+        raise AssertionError(f"{label}: expected a clear {' or '.join(errors)}, but it raised "
+                             f"{exc.type_name}: {exc.remote_message[:300]}") from None
+    raise AssertionError(f"{label}: expected {' or '.join(errors)} (bad input must be rejected with a clear "
+                         "message), but the call returned normally")
+
+
+def as_tensor(value: Any, name: str, shape: tuple | list | None = None, dtype: torch.dtype | None = None,
+              floating: bool = False) -> torch.Tensor:
+    """Require a tensor (optionally of a given shape/dtype)."""
+    if not isinstance(value, torch.Tensor):
+        raise AssertionError(f"{name} should be a torch.Tensor, got {type(value).__name__}")
+    if shape is not None and tuple(value.shape) != tuple(shape):
+        raise AssertionError(f"{name} should have shape {list(shape)}, got {list(value.shape)}")
+    if dtype is not None and value.dtype != dtype:
+        raise AssertionError(f"{name} should have dtype {dtype}, got {value.dtype}")
+    if floating and not value.is_floating_point():
+        raise AssertionError(f"{name} should be a floating-point tensor, got {value.dtype}")
+    return value
+
+
+def as_float(value: Any, name: str) -> float:
+    """Require a real number (Python number or one-element tensor) and return it as float."""
+    if isinstance(value, bool):
+        raise AssertionError(f"{name} should be a number, got a bool")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+        return float(value.reshape(()).item())
+    raise AssertionError(f"{name} should be a number, got {type(value).__name__}")
+
+
+def assert_close(actual: Any, expected: torch.Tensor, name: str, atol: float = 1e-6, rtol: float = 1e-5,
+                 hint: str = "", show: bool = True) -> None:
+    """Compare a returned tensor with a reference (shape, then values; NaN never matches)."""
+    expected = torch.as_tensor(expected)
+    actual = as_tensor(actual, name)
+    if tuple(actual.shape) != tuple(expected.shape):
+        raise AssertionError(f"{name} should have shape {list(expected.shape)}, got {list(actual.shape)}"
+                             + (f". {hint}" if hint else ""))
+    a = actual.detach().to(torch.float64) if not actual.is_complex() else actual.detach()
+    e = expected.detach().to(a.dtype)
+    if not torch.isfinite(a).all() and torch.isfinite(e).all():
+        raise AssertionError(f"{name} contains NaN or inf" + (f". {hint}" if hint else ""))
+    ok = torch.isclose(a, e, atol=atol, rtol=rtol) | (torch.isnan(a) & torch.isnan(e))
+    if not bool(ok.all()):
+        diff = (a - e).abs().nan_to_num(nan=math.inf)
+        idx = int(diff.flatten().argmax())
+        pos = list(torch.unravel_index(torch.tensor(idx), a.shape)) if a.dim() else []
+        where = f" at index {[int(p) for p in pos]}" if pos else ""
+        detail = (f": expected {e.flatten()[idx].item():.6g}, got {a.flatten()[idx].item():.6g}{where}"
+                  if show else f" (largest difference {diff.flatten()[idx].item():.3g}{where})")
+        n_bad = int((~ok).sum())
+        raise AssertionError(f"{name} is wrong in {n_bad} of {ok.numel()} entries{detail}"
+                             + (f". {hint}" if hint else ""))
+
+
+def assert_equal_tensor(actual: Any, expected: torch.Tensor, name: str, hint: str = "") -> None:
+    """Exact comparison (integers, booleans)."""
+    actual = as_tensor(actual, name)
+    if tuple(actual.shape) != tuple(expected.shape):
+        raise AssertionError(f"{name} should have shape {list(expected.shape)}, got {list(actual.shape)}")
+    if not torch.equal(actual.to(expected.dtype), expected) or (actual.dtype.is_floating_point
+                                                                and not expected.dtype.is_floating_point
+                                                                and not torch.equal(actual, actual.round())):
+        bad = (actual.to(expected.dtype) != expected)
+        n_bad = int(bad.sum())
+        raise AssertionError(f"{name} differs from the expected values in {n_bad} of {bad.numel()} entries: "
+                             f"expected {fmt(expected)}, got {fmt(actual)}" + (f". {hint}" if hint else ""))
+
+
+def assert_not_mutated(impl: Any, function: str) -> None:
+    """After a call through ``impl``, require that no tensor argument was modified in place."""
+    if impl.last_mutated:
+        raise AssertionError(f"{function} modified its input(s) {', '.join(impl.last_mutated)} in place; callers "
+                             "expect their tensors untouched (work on a copy or use out-of-place operations)")

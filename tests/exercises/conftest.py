@@ -1,0 +1,49 @@
+"""Graded tests of the 12 practice tasks.
+
+Which implementation is tested comes from ``COURSE_IMPL``: ``solutions`` (the default),
+``exercises`` (your work), or a path to a folder laid out like ``exercises/``. Each test
+module names its task (``TASK = "ch1_compression/task1_quantization"``) and receives the
+implementation through the ``impl`` fixture.
+
+The implementation never runs in this process: ``impl`` is a proxy to a worker process
+(see ``course_lib/grading/sandbox.py``); inputs go there as data and results come back as
+data, while the references and comparisons stay here. Every test carries
+``@pytest.mark.points(n)``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from course_lib.grading.proxy import IMPL_ENV, RemoteModule, call_timeout_from_env, resolve_impl_root
+from course_lib.grading.sandbox import Sandbox
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "points(n): the points a graded test is worth")
+
+
+def _impl_root() -> Path:
+    return resolve_impl_root(os.environ.get(IMPL_ENV), REPO)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"graded implementation ({IMPL_ENV}): {_impl_root()}"
+
+
+@pytest.fixture(scope="module")
+def impl(request: pytest.FixtureRequest):
+    """The implementation of this module's task, running in a sandboxed worker."""
+    task = request.module.TASK
+    root = _impl_root()
+    display_root = Path(os.environ.get("COURSE_IMPL_DISPLAY") or root)
+    sandbox = Sandbox(root / f"{task}.py", f"{task}.py", call_timeout_from_env(),
+                      options={"threads": 1, "filename": str(display_root / f"{task}.py")})
+    remote = RemoteModule(sandbox)
+    yield remote
+    remote.close()
