@@ -203,15 +203,23 @@ def _distinct_choice(rng: np.random.Generator, n: int, pool: int, k: int) -> np.
     return np.argsort(rng.random((n, pool)), axis=1)[:, :k]
 
 
-def _draw(
-    rng: np.random.Generator,
-    config: ShapeWorldConfig,
-    num_objects: np.ndarray,
-    colors: np.ndarray,
-    shapes: np.ndarray,
-    sizes: np.ndarray,
-    centers: np.ndarray,
-) -> np.ndarray:
+class _Layout(NamedTuple):
+    """Per-object attributes of a set of scenes (see :class:`ShapeWorldBatch`)."""
+
+    num_objects: np.ndarray
+    colors: np.ndarray
+    shapes: np.ndarray
+    sizes: np.ndarray
+    centers: np.ndarray
+
+    def __getitem__(self, sl):  # type: ignore[override]
+        if isinstance(sl, slice):
+            return _Layout(*(a[sl] for a in self))
+        return tuple.__getitem__(self, sl)
+
+
+def _draw(rng: np.random.Generator, config: ShapeWorldConfig, layout: _Layout) -> np.ndarray:
+    num_objects, colors, shapes, sizes, centers = layout
     n, k = colors.shape
     s = config.image_size
     scale = s / 32.0
@@ -272,14 +280,9 @@ def _describe(
 
 
 def _language(
-    rng: np.random.Generator,
-    config: ShapeWorldConfig,
-    num_objects: np.ndarray,
-    colors: np.ndarray,
-    shapes: np.ndarray,
-    sizes: np.ndarray,
-    centers: np.ndarray,
+    rng: np.random.Generator, config: ShapeWorldConfig, layout: _Layout
 ) -> tuple[list[str], list[str], list[str], list[list[QA]]]:
+    num_objects, colors, shapes, sizes, centers = layout
     cell = config.image_size / GRID
     n = len(num_objects)
     u = rng.random((n, 12))  # all random choices of one image's text, drawn at once
@@ -387,15 +390,14 @@ def generate(n: int, seed: int = 0, config: ShapeWorldConfig | None = None) -> S
     centers = centers.astype(np.float32)
     centers[absent] = np.nan
 
+    layout = _Layout(num_objects, colors, shapes, sizes, centers)
     draw_rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(1,)))
     images = np.empty((n, config.image_size, config.image_size, 3), dtype=np.uint8)
     for start in range(0, n, _CHUNK):
         sl = slice(start, start + _CHUNK)
-        images[sl] = _draw(draw_rng, config, num_objects[sl], colors[sl], shapes[sl], sizes[sl], centers[sl])
+        images[sl] = _draw(draw_rng, config, layout[sl])
     text_rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(2,)))
-    captions, negatives, kinds, questions = _language(
-        text_rng, config, num_objects, colors, shapes, sizes, centers
-    )
+    captions, negatives, kinds, questions = _language(text_rng, config, layout)
     return ShapeWorldBatch(
         images=images,
         num_objects=num_objects.astype(np.int64),
