@@ -11,7 +11,6 @@ so a submission that tampers with them in its own process can only send wrong da
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Callable
 
 import torch
@@ -102,26 +101,25 @@ def module_mode(state, obj: nn.Module) -> bool:
 # gradients through submitted code
 
 
-def call_with_grad(state, name: str, args: list, kwargs: dict, wrt: list[str], grad_output=None) -> dict:
-    """Call submission function ``name`` with the named tensor arguments as leaves that
-    require grad, backpropagate ``grad_output`` (default: ones) and return value + grads."""
+def call_with_grad(state, name: str, args: list, kwargs: dict, wrt: list[int], grad_output=None) -> dict:
+    """Call submission function ``name`` with the positional tensor arguments at indices
+    ``wrt`` as leaves that require grad, backpropagate ``grad_output`` (default: ones) and
+    return ``{"value", "grads": [grad or None per index], "error"?}``."""
     fn = _submission(state, name)
-    bound = inspect.signature(fn).bind(*args, **kwargs)
-    leaves = {}
-    for arg in wrt:
-        value = bound.arguments[arg]
-        leaf = value.detach().clone().requires_grad_(True)
-        bound.arguments[arg] = leaf
-        leaves[arg] = leaf
-    out = fn(*bound.args, **bound.kwargs)
+    args = list(args)
+    leaves = []
+    for i in wrt:
+        args[i] = args[i].detach().clone().requires_grad_(True)
+        leaves.append(args[i])
+    out = fn(*args, **kwargs)
     if not isinstance(out, torch.Tensor):
-        return {"value": out, "grads": {}, "error": "the result is not a tensor"}
+        return {"value": out, "grads": [None] * len(leaves), "error": "the result is not a tensor"}
     if not out.requires_grad:
-        return {"value": out.detach(), "grads": {k: None for k in leaves},
+        return {"value": out.detach(), "grads": [None] * len(leaves),
                 "error": "the result is not connected to the inputs in the autograd graph"}
     g = torch.ones_like(out) if grad_output is None else grad_output.to(out.dtype)
-    grads = torch.autograd.grad(out, list(leaves.values()), grad_outputs=g, allow_unused=True)
-    return {"value": out.detach(), "grads": {k: (None if v is None else v.detach()) for k, v in zip(leaves, grads)}}
+    grads = torch.autograd.grad(out, leaves, grad_outputs=g, allow_unused=True)
+    return {"value": out.detach(), "grads": [None if v is None else v.detach() for v in grads]}
 
 
 def _param_grads_of(out: Any, model: nn.Module, grad_output=None) -> dict:
