@@ -1,0 +1,64 @@
+"""Repository rules that a reviewer would otherwise check by hand."""
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").rglob("*.ipynb"))
+NOTEBOOKS = [p for p in NOTEBOOKS if ".ipynb_checkpoints" not in p.parts]
+FORBIDDEN = re.compile(r"^\s*(from|import)\s+(solutions|exercises)\b", re.M)
+
+
+def _code_cells(path: Path) -> list[str]:
+    nb = json.loads(path.read_text())
+    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def test_there_are_notebooks():
+    assert (ROOT / "notebooks" / "00_getting_started.ipynb") in NOTEBOOKS
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_notebook_hygiene(path):
+    nb = json.loads(path.read_text())
+    assert path.stat().st_size < 2_000_000, "notebook over 2 MB: shrink figures/outputs"
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        src = "".join(cell["source"])
+        assert not FORBIDDEN.search(src), f"a notebook must not import solutions/ or exercises/: {src[:80]!r}"
+        for out in cell.get("outputs", []):
+            assert out.get("output_type") != "error", f"committed with an error output: {out.get('ename')}"
+        if "NBVAL_CHECK_OUTPUT" in src:
+            assert not re.search(r"perf_counter|benchmark\(|time\.time\(", src), "timing cells must not be checked by nbval"
+    assert any(c["cell_type"] == "code" and c.get("outputs") for c in nb["cells"]), "commit notebooks executed"
+    title = "".join(nb["cells"][0]["source"])
+    assert title.startswith("# ") and re.search(r"[\u4e00-\u9fff]", title), "first cell: a title with the Chinese chapter title"
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_course_lib_never_imports_exercises_or_solutions():
+    for path in (ROOT / "course_lib").rglob("*.py"):
+        bad = _imports(path) & {"exercises", "solutions"}
+        assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+def test_no_stub_left_in_course_lib_or_solutions():
+    for folder in ("course_lib", "solutions"):
+        for path in (ROOT / folder).rglob("*.py"):
+            src = path.read_text()
+            assert "raise NotImplementedError" not in src, f"{path.relative_to(ROOT)} still raises NotImplementedError"
