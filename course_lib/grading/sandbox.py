@@ -341,6 +341,7 @@ def _preload() -> None:
 
     for name in ("torch", "torch.nn", "torch.nn.functional", "numpy", "math", "random", "heapq", "bisect",
                  "itertools", "collections", "dataclasses", "typing", "inspect", "linecache",
+                 "torch.fx.experimental.symbolic_shapes",  # the first backward pass imports it (sympy, ~2 s)
                  "course_lib.grading.helpers"):
         try:
             importlib.import_module(name)
