@@ -1,0 +1,203 @@
+"""Running and tabulating strategy comparisons on Split-Digits.
+
+:data:`PROTOCOLS` holds the two profiles: ``full`` follows van de Ven & Tolias (2019) where
+it fits (2 x 400 ReLU, Adam lr 1e-3, batch 128, LwF temperature 2, 5 seeds); ``quick``
+shrinks the network to 2 x 100 units and trains fewer steps so that the whole grid runs
+in well under a minute on two CPU cores. :func:`run_grid` trains every (scenario,
+strategy, seed) and :func:`summary_rows` reduces the runs to mean and standard deviation.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .. import config as course_config
+from .metrics import continual_metrics, summarize
+from .models import mlp
+from .scenarios import Scenario, split_digits_scenario
+from .strategies import EWC, ContinualLearner, ContinualResult, Joint, LwF, Naive, Progressive, Replay, Strategy, TrainConfig
+
+#: van de Ven & Tolias, "Three scenarios for continual learning" (arXiv:1904.07734, 2019),
+#: split MNIST, average test accuracy (%) over all tasks after the last one.
+VAN_DE_VEN_SPLIT_MNIST: dict[str, dict[str, float]] = {
+    "task": {"finetune": 87.2, "ewc": 98.6, "lwf": 99.6},
+    "class": {"finetune": 19.9, "ewc": 20.0, "lwf": 23.9, "replay": 90.0, "joint": 97.9},
+}
+#: the method ordering van de Ven & Tolias report in each scenario (worst first; "<=" ties)
+VAN_DE_VEN_ORDER: dict[str, tuple[str, ...]] = {
+    "task": ("finetune", "ewc", "lwf"),
+    "domain": ("finetune", "ewc", "lwf", "replay", "joint"),
+    "class": ("finetune", "ewc", "lwf", "replay", "joint"),
+}
+
+STRATEGY_NAMES: tuple[str, ...] = (
+    "finetune", "joint", "replay", "replay-balanced", "ewc", "online-ewc", "lwf", "progressive",
+)
+
+
+@dataclass
+class Protocol:
+    """One profile of the Split-Digits comparison.
+
+    Attributes:
+        hidden: units of each of the two hidden layers.
+        iterations, batch_size, lr: per-task optimisation (Adam).
+        seeds: independent runs (network initialisation and batch order).
+        buffer: replay memory size (items, all tasks together).
+        ewc_lambda: per scenario; chosen with :func:`sweep` (notebook 05).
+        lwf_temperature, lwf_weight: distillation temperature (van de Ven: 2) and weight.
+    """
+
+    hidden: int = 400
+    iterations: int = 300
+    batch_size: int = 128
+    lr: float = 1e-3
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    buffer: int = 200
+    ewc_lambda: dict[str, float] = field(default_factory=lambda: {"task": 1e3, "domain": 1e4, "class": 1e4})
+    lwf_temperature: float = 2.0
+    lwf_weight: float = 1.0
+    progressive_hidden: int = 100
+
+    @property
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(iterations=self.iterations, batch_size=self.batch_size, lr=self.lr)
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "quick": Protocol(hidden=100, iterations=60, seeds=(0, 1, 2), progressive_hidden=50),
+    "full": Protocol(),
+}
+
+
+def protocol(profile: str | None = None, **overrides) -> Protocol:
+    """The protocol of the active profile (``COURSE_PROFILE``), with optional overrides."""
+    return replace(PROTOCOLS[course_config.get_profile(profile)], **overrides)
+
+
+def make_strategy(name: str, kind: str, proto: Protocol, seed: int = 0) -> Strategy:
+    """A fresh strategy instance by name (see :data:`STRATEGY_NAMES`) for scenario ``kind``."""
+    if name == "finetune":
+        return Naive()
+    if name == "joint":
+        return Joint()
+    if name == "replay":
+        return Replay(proto.buffer, "reservoir", seed=seed)
+    if name == "replay-balanced":
+        return Replay(proto.buffer, "balanced", seed=seed)
+    if name in ("ewc", "online-ewc"):
+        return EWC(proto.ewc_lambda[kind], online=name == "online-ewc")
+    if name == "lwf":
+        return LwF(proto.lwf_temperature, proto.lwf_weight)
+    if name == "progressive":
+        return Progressive(proto.progressive_hidden)
+    raise ValueError(f"unknown strategy {name!r}: expected one of {STRATEGY_NAMES}")
+
+
+def applicable(name: str, kind: str) -> bool:
+    """Progressive networks need the task identity at test time: task scenario only."""
+    return name != "progressive" or kind == "task"
+
+
+def run_one(scenario: Scenario, name: str, proto: Protocol, seed: int) -> ContinualResult:
+    """Train one strategy on one scenario with one seed."""
+    strategy = make_strategy(name, scenario.kind, proto, seed)
+    model = mlp(int(np.prod(scenario.input_shape)), scenario.num_outputs, proto.hidden)
+    result = ContinualLearner(scenario, strategy, proto.train_config, seed=seed, model=model).fit()
+    result.strategy = name
+    return result
+
+
+def run_grid(
+    kinds: Sequence[str] = ("task", "domain", "class"),
+    names: Sequence[str] = STRATEGY_NAMES,
+    proto: Protocol | None = None,
+    data_seed: int = 0,
+    progress: bool = False,
+) -> list[ContinualResult]:
+    """Every applicable (scenario kind, strategy, seed) on Split-Digits."""
+    proto = proto or protocol()
+    results = []
+    for kind in kinds:
+        scenario = split_digits_scenario(kind, seed=data_seed)
+        for name in names:
+            if not applicable(name, kind):
+                continue
+            for seed in proto.seeds:
+                t0 = time.perf_counter()
+                results.append(run_one(scenario, name, proto, seed))
+                if progress:
+                    print(f"{kind:6s} {name:16s} seed {seed}: {100 * results[-1].average_accuracy:5.1f}% "
+                          f"({time.perf_counter() - t0:.1f} s)", flush=True)
+    return results
+
+
+def summary_rows(results: Iterable[ContinualResult]) -> list[dict]:
+    """One row per (scenario, strategy): mean and std over seeds of the final average
+    accuracy, forgetting, BWT and FWT (in %), and training seconds per run."""
+    groups: dict[tuple[str, str], list[ContinualResult]] = {}
+    for r in results:
+        groups.setdefault((r.scenario.split("/")[-1], r.strategy), []).append(r)
+    rows = []
+    for (kind, name), rs in groups.items():
+        ms = [continual_metrics(r.acc, r.baseline) for r in rs]
+        row = {"scenario": kind, "strategy": name, "seeds": len(rs)}
+        for key in ("average_accuracy", "forgetting", "bwt", "fwt"):
+            row[key], row[key + "_std"] = summarize([100 * m[key] for m in ms])
+        row["seconds"], _ = summarize([sum(r.train_seconds) for r in rs])
+        row["reference"] = VAN_DE_VEN_SPLIT_MNIST.get(kind, {}).get(name)
+        rows.append(row)
+    return rows
+
+
+def ordering_check(rows: list[dict], kind: str) -> list[tuple[str, str, float, float, bool]]:
+    """For consecutive methods in :data:`VAN_DE_VEN_ORDER` [kind]: ``(worse, better, ours_worse,
+    ours_better, holds)`` where ``holds`` = our mean accuracy of ``better`` >= that of ``worse``."""
+    acc = {r["strategy"]: r["average_accuracy"] for r in rows if r["scenario"] == kind}
+    order = [m for m in VAN_DE_VEN_ORDER[kind] if m in acc]
+    return [(a, b, acc[a], acc[b], acc[b] >= acc[a]) for a, b in zip(order, order[1:])]
+
+
+def markdown_table(rows: list[dict], columns: Sequence[tuple[str, str]], digits: int = 1) -> str:
+    """A Markdown table: ``columns`` are ``(key, header)``; ``key_std`` entries are shown as ``± std``."""
+    head = "| " + " | ".join(h for _, h in columns) + " |"
+    sep = "|" + "|".join("---" for _ in columns) + "|"
+    lines = [head, sep]
+    for r in rows:
+        cells = []
+        for key, _ in columns:
+            v = r.get(key)
+            if isinstance(v, float):
+                cell = "n/a" if np.isnan(v) else f"{v:.{digits}f}"
+                if key + "_std" in r and not np.isnan(v):
+                    cell += f" ± {r[key + '_std']:.{digits}f}"
+            else:
+                cell = "—" if v is None else str(v)
+            cells.append(cell)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def sweep(kind: str, name: str, values: Sequence[float], param: str, proto: Protocol | None = None,
+          data_seed: int = 0) -> list[dict]:
+    """Average accuracy and forgetting (mean over the protocol's seeds) for each value of one
+    hyper-parameter: ``param`` in ``"ewc_lambda"``, ``"lwf_temperature"``, ``"lwf_weight"``, ``"buffer"``."""
+    proto = proto or protocol()
+    scenario = split_digits_scenario(kind, seed=data_seed)
+    rows = []
+    for v in values:
+        if param == "ewc_lambda":
+            p = replace(proto, ewc_lambda={**proto.ewc_lambda, kind: float(v)})
+        elif param in ("lwf_temperature", "lwf_weight", "buffer"):
+            p = replace(proto, **{param: type(getattr(proto, param))(v)})
+        else:
+            raise ValueError(f"unknown hyper-parameter {param!r}")
+        ms = [continual_metrics(run_one(scenario, name, p, s).acc) for s in p.seeds]
+        acc, acc_std = summarize([100 * m["average_accuracy"] for m in ms])
+        fgt, _ = summarize([100 * m["forgetting"] for m in ms])
+        rows.append({"value": v, "average_accuracy": acc, "average_accuracy_std": acc_std, "forgetting": fgt})
+    return rows
