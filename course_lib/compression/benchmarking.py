@@ -1,0 +1,154 @@
+"""Latency measurement that survives a busy machine, and result tables.
+
+On a shared or thermally throttled machine the speed drifts over seconds, so timing
+model A for ten seconds and then model B compares two different machines. Here the
+candidates are timed *interleaved*, round-robin (A, B, C, A, B, C, ...), so drift hits
+all of them alike, and speed-ups are reported as ratios of medians from the same run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import torch
+
+from ..config import BenchResult
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Temporarily run torch's CPU kernels on ``n`` threads (``None``: leave as is);
+    the previous setting is restored on exit."""
+    if n is None:
+        yield
+        return
+    if n < 1:
+        raise ValueError(f"thread count must be >= 1, got {n}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def interleaved_benchmark(
+    candidates: Mapping[str, Callable[[], Any]],
+    repeats: int = 20,
+    warmup: int = 3,
+    items: int = 1,
+    min_time: float = 0.0,
+) -> dict[str, BenchResult]:
+    """Time each zero-argument callable ``repeats`` times, round-robin, under
+    ``torch.inference_mode``.
+
+    Args:
+        candidates: ``{name: fn}``.
+        repeats: timed rounds (every candidate once per round).
+        warmup: untimed rounds first.
+        items: items processed per call (for throughput).
+        min_time: keep adding rounds until the slowest candidate has this many seconds.
+
+    Returns:
+        ``{name: BenchResult}`` (per-call seconds).
+    """
+    if not candidates:
+        raise ValueError("no candidates to benchmark")
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for fn in candidates.values():
+                fn()
+        rounds = 0
+        while rounds < repeats or max(sum(t) for t in times.values()) < min_time:
+            for name, fn in candidates.items():
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+            rounds += 1
+            if rounds >= 10_000:
+                break
+    return {name: BenchResult(name=name, times=t, items=items) for name, t in times.items()}
+
+
+def latency_table(
+    encoders: Mapping[str, Callable[[torch.Tensor], Any]],
+    batch_sizes: Sequence[int] = (1, 64),
+    input_shape: Sequence[int] = (3, 32, 32),
+    repeats: int = 20,
+    warmup: int = 3,
+    seed: int = 0,
+) -> dict[str, dict[int, BenchResult]]:
+    """Interleaved latency of several encoders at each batch size.
+
+    Returns ``{name: {batch_size: BenchResult}}`` (``items`` = batch size, so
+    ``.throughput`` is images per second).
+    """
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise ValueError(f"batch sizes must be >= 1, got {list(batch_sizes)}")
+    gen = torch.Generator().manual_seed(seed)
+    out: dict[str, dict[int, BenchResult]] = {name: {} for name in encoders}
+    for b in batch_sizes:
+        x = torch.randn(b, *input_shape, generator=gen)
+        res = interleaved_benchmark({n: (lambda f=f: f(x)) for n, f in encoders.items()}, repeats, warmup, items=b)
+        for name, r in res.items():
+            out[name][b] = r
+    return out
+
+
+def speedups(results: Mapping[str, BenchResult], baseline: str) -> dict[str, float]:
+    """``{name: median(baseline) / median(name)}`` (> 1 = faster than the baseline)."""
+    if baseline not in results:
+        raise KeyError(f"baseline {baseline!r} not among {list(results)}")
+    ref = results[baseline].median
+    return {name: ref / r.median for name, r in results.items()}
+
+
+class Table:
+    """A list of row dicts shown as a Markdown table in notebooks and as text in a terminal."""
+
+    def __init__(self, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None, digits: int = 3):
+        if not rows:
+            raise ValueError("a table needs at least one row")
+        self.rows = [dict(r) for r in rows]
+        self.columns = list(columns) if columns is not None else list(dict.fromkeys(k for r in self.rows for k in r))
+        self.digits = digits
+
+    def _cell(self, value: Any) -> str:
+        if isinstance(value, bool):
+            return str(value)
+        if isinstance(value, float):
+            if math.isnan(value):
+                return "-"
+            if math.isinf(value):
+                return "inf" if value > 0 else "-inf"
+            if value != 0 and (abs(value) >= 1e5 or abs(value) < 10**-self.digits):
+                return f"{value:.{self.digits}g}"
+            text = f"{value:.{self.digits}f}"
+            return text.rstrip("0").rstrip(".") if "." in text else text
+        return str(value)
+
+    def to_markdown(self) -> str:
+        head = "| " + " | ".join(self.columns) + " |"
+        sep = "|" + "|".join("---" for _ in self.columns) + "|"
+        body = ["| " + " | ".join(self._cell(r.get(c, "")) for c in self.columns) + " |" for r in self.rows]
+        return "\n".join([head, sep, *body])
+
+    def _repr_markdown_(self) -> str:
+        return self.to_markdown()
+
+    def __str__(self) -> str:
+        cells = [[self._cell(r.get(c, "")) for c in self.columns] for r in self.rows]
+        widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(self.columns)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(self.columns, widths))]
+        lines.append("  ".join("-" * w for w in widths))
+        lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return str(self)

@@ -1,0 +1,334 @@
+"""Inference engines: ONNX export, ONNX Runtime sessions and quantization, TensorRT.
+
+* :func:`export_onnx` writes a module to one ``.onnx`` file with a dynamic batch axis and
+  :func:`verify_onnx` proves that ONNX Runtime computes the same outputs as torch
+  (default tolerance 1e-4), raising :class:`ExportMismatchError` otherwise.
+* :func:`ort_session` opens a session with a chosen graph-optimization level (constant
+  folding, node fusions such as LayerNorm/GELU/attention, memory planning) and thread count.
+* :func:`ort_quantize_dynamic` (int8 weights, activations quantized per call) and
+  :func:`ort_quantize_static` (int8 weights *and* activations in the QDQ format, with
+  scales calibrated on sample inputs) produce quantized ONNX files.
+* :func:`tensorrt_status` says whether TensorRT can run here; GPU paths are only used
+  when a CUDA device and the matching ONNX Runtime provider / torch-tensorrt exist.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+GRAPH_LEVELS: tuple[str, ...] = ("disable", "basic", "extended", "all")
+
+
+class ExportMismatchError(RuntimeError):
+    """The exported model's outputs differ from torch's beyond the tolerance."""
+
+
+def _ort():
+    import onnxruntime  # imported lazily: heavy, and only needed here
+
+    return onnxruntime
+
+
+def export_onnx(
+    module: nn.Module,
+    example: torch.Tensor,
+    path: str | Path,
+    input_name: str = "input",
+    output_name: str = "output",
+    dynamic_batch: bool = True,
+    opset: int = 17,
+    dynamo: bool = False,
+) -> Path:
+    """Export ``module`` (called as ``module(example)``) to a single ONNX file.
+
+    Args:
+        module: put in eval mode for the export (and restored afterwards).
+        example: an input batch; with ``dynamic_batch`` the first axis is symbolic.
+        path: the ``.onnx`` file to write.
+        opset: ONNX opset version.
+        dynamo: use the ``torch.export``-based exporter (needs ``onnxscript`` and a
+            batch of at least 2 for a dynamic axis; slower to export) instead of the
+            TorchScript-based one.
+
+    Returns:
+        ``path`` as a ``Path``. The file is checked with ``onnx.checker``.
+    """
+    import onnx
+
+    if not isinstance(example, torch.Tensor) or example.numel() == 0:
+        raise ValueError("example must be a non-empty tensor batch")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    was_training = module.training
+    module.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if dynamo:
+                if dynamic_batch and example.shape[0] < 2:
+                    raise ValueError("the dynamo exporter needs an example batch of at least 2 for a dynamic batch axis")
+                shapes = {next(iter(_forward_arg_names(module))): {0: torch.export.Dim("batch")}} if dynamic_batch else None
+                torch.onnx.export(
+                    module, (example,), str(path), input_names=[input_name], output_names=[output_name],
+                    dynamic_shapes=shapes, opset_version=max(opset, 18), dynamo=True, external_data=False,
+                )
+            else:
+                axes = {input_name: {0: "batch"}, output_name: {0: "batch"}} if dynamic_batch else None
+                torch.onnx.export(
+                    module, (example,), str(path), input_names=[input_name], output_names=[output_name],
+                    dynamic_axes=axes, opset_version=opset, dynamo=False,
+                )
+    finally:
+        module.train(was_training)
+    onnx.checker.check_model(str(path))
+    return path
+
+
+def _forward_arg_names(module: nn.Module) -> list[str]:
+    import inspect
+
+    return [p for p in inspect.signature(module.forward).parameters if p != "self"]
+
+
+def ort_session(
+    path: str | Path,
+    graph_optimization: str = "all",
+    threads: int | None = None,
+    providers: Sequence[str] | None = None,
+    optimized_model_path: str | Path | None = None,
+):
+    """An ``onnxruntime.InferenceSession`` for ``path``.
+
+    Args:
+        graph_optimization: one of :data:`GRAPH_LEVELS` (``"all"`` adds layout and
+            hardware-specific fusions to ``"extended"``).
+        threads: intra-op threads; ``None`` keeps ONNX Runtime's default (all cores).
+        providers: execution providers in priority order; default CPU.
+        optimized_model_path: also write the optimized graph there (to inspect it).
+    """
+    ort = _ort()
+    if graph_optimization not in GRAPH_LEVELS:
+        raise ValueError(f"graph_optimization must be one of {GRAPH_LEVELS}, got {graph_optimization!r}")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no ONNX model at {path}")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[graph_optimization]
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    if optimized_model_path is not None:
+        opts.optimized_model_filepath = str(optimized_model_path)
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=opts, providers=list(providers or ["CPUExecutionProvider"]))
+
+
+def ort_run(session, x: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Run a one-input, one-output session on ``x`` (float32); returns the output array."""
+    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    return session.run(None, {session.get_inputs()[0].name: arr.astype(np.float32, copy=False)})[0]
+
+
+class OrtModule:
+    """Wrap a one-input ONNX Runtime session as a callable ``Tensor -> Tensor`` (float32,
+    CPU), so it can be evaluated and benchmarked like a torch module."""
+
+    def __init__(self, session):
+        self.session = session
+        self.input_name = session.get_inputs()[0].name
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        arr = x.detach().cpu().numpy().astype(np.float32, copy=False)
+        return torch.from_numpy(self.session.run(None, {self.input_name: arr})[0])
+
+
+@torch.no_grad()
+def max_abs_difference(module: nn.Module, session, inputs: Sequence[torch.Tensor]) -> float:
+    """Largest ``|torch - onnxruntime|`` over the outputs for ``inputs``."""
+    if len(inputs) == 0:
+        raise ValueError("need at least one input batch to compare")
+    module.eval()
+    worst = 0.0
+    for x in inputs:
+        ref = module(x).detach().float().cpu().numpy()
+        out = ort_run(session, x)
+        if out.shape != ref.shape:
+            raise ExportMismatchError(f"ONNX output shape {out.shape} != torch output shape {ref.shape}")
+        worst = max(worst, float(np.abs(out - ref).max()))
+    return worst
+
+
+def verify_onnx(module: nn.Module, session, inputs: Sequence[torch.Tensor], atol: float = 1e-4) -> float:
+    """Check ONNX Runtime against torch on ``inputs``; returns the max abs difference.
+
+    Raises:
+        ExportMismatchError: a difference above ``atol`` (or a NaN), or a shape mismatch.
+    """
+    diff = max_abs_difference(module, session, inputs)
+    if not diff <= atol:
+        raise ExportMismatchError(f"ONNX Runtime disagrees with torch: max |difference| {diff:.3g} > atol {atol:g}")
+    return diff
+
+
+def onnx_size_mb(path: str | Path) -> float:
+    """File size in MB (1e6 bytes)."""
+    return os.path.getsize(path) / 1e6
+
+
+def preprocess_for_quantization(path: str | Path, out_path: str | Path) -> Path:
+    """ONNX Runtime's recommended pre-processing (graph optimization + shape inference)
+    before quantization."""
+    from onnxruntime.quantization import quant_pre_process
+
+    quant_pre_process(str(path), str(out_path), skip_symbolic_shape=True)
+    return Path(out_path)
+
+
+def ort_quantize_dynamic(path: str | Path, out_path: str | Path, per_channel: bool = False) -> Path:
+    """INT8 dynamic quantization of an ONNX model (MatMul/Gemm weights int8; activation
+    scales computed at run time). Returns ``out_path``."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = preprocess_for_quantization(path, Path(tmp) / "pre.onnx")
+        quantize_dynamic(str(pre), str(out_path), per_channel=per_channel, weight_type=QuantType.QInt8)
+    return Path(out_path)
+
+
+class TensorCalibrationReader:
+    """An ONNX Runtime ``CalibrationDataReader`` over a tensor of sample inputs.
+
+    Args:
+        input_name: the model input to feed.
+        samples: float ``[N, ...]`` calibration inputs (N >= 1).
+        batch_size: samples per calibration batch.
+    """
+
+    def __init__(self, input_name: str, samples: torch.Tensor | np.ndarray, batch_size: int = 64):
+        arr = samples.detach().cpu().numpy() if isinstance(samples, torch.Tensor) else np.asarray(samples)
+        if arr.ndim == 0 or arr.shape[0] == 0:
+            raise ValueError("the calibration set is empty: static quantization needs representative inputs")
+        if not np.isfinite(arr).all():
+            raise ValueError("the calibration set contains NaN or inf")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.input_name = input_name
+        self.batches = [arr[i : i + batch_size].astype(np.float32) for i in range(0, arr.shape[0], batch_size)]
+        self._iter: Iterator[np.ndarray] = iter(self.batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._iter, None)
+        return None if batch is None else {self.input_name: batch}
+
+    def rewind(self) -> None:
+        self._iter = iter(self.batches)
+
+
+CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "entropy", "percentile")
+
+
+def ort_quantize_static(
+    path: str | Path,
+    out_path: str | Path,
+    calibration: torch.Tensor | np.ndarray,
+    per_channel: bool = True,
+    method: str = "minmax",
+    batch_size: int = 64,
+) -> Path:
+    """INT8 static post-training quantization (QDQ format) with calibration.
+
+    Activation ranges are collected by running ``calibration`` inputs through the
+    model (``method``: ``"minmax"`` ranges, ``"entropy"`` (KL-optimal) or
+    ``"percentile"`` clipping); weights are quantized per channel by default.
+
+    Raises:
+        ValueError: an empty calibration set or an unknown method.
+    """
+    ort = _ort()
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(f"method must be one of {CALIBRATION_METHODS}, got {method!r}")
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = preprocess_for_quantization(path, Path(tmp) / "pre.onnx")
+        input_name = ort.InferenceSession(str(pre), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+        inner = TensorCalibrationReader(input_name, calibration, batch_size)
+
+        class _Reader(CalibrationDataReader):  # ORT checks the base class
+            def get_next(self):
+                return inner.get_next()
+
+            def rewind(self):
+                inner.rewind()
+
+        quantize_static(
+            str(pre), str(out_path), _Reader(),
+            quant_format=QuantFormat.QDQ, per_channel=per_channel,
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                              "percentile": CalibrationMethod.Percentile}[method],
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+        )
+    return Path(out_path)
+
+
+# ---------------------------------------------------------------------------------------
+# GPU engines
+# ---------------------------------------------------------------------------------------
+
+
+def available_providers() -> list[str]:
+    """ONNX Runtime execution providers in this installation."""
+    return list(_ort().get_available_providers())
+
+
+def tensorrt_status() -> tuple[bool, str]:
+    """``(usable, reason)``: whether a TensorRT path can run here, and why (not)."""
+    if not torch.cuda.is_available():
+        return False, "no CUDA device: TensorRT compiles CUDA kernels and needs an NVIDIA GPU"
+    if importlib.util.find_spec("torch_tensorrt") is not None:
+        return True, "torch-tensorrt is installed"
+    if "TensorrtExecutionProvider" in available_providers():
+        return True, "ONNX Runtime has the TensorRT execution provider"
+    return False, (
+        "CUDA is present but neither torch-tensorrt nor onnxruntime-gpu with the TensorRT "
+        "provider is installed (pip install torch-tensorrt, or onnxruntime-gpu + TensorRT libraries)"
+    )
+
+
+def gpu_providers() -> list[str]:
+    """The GPU execution providers this ONNX Runtime offers, best first (may be empty)."""
+    have = available_providers()
+    return [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in have]
+
+
+def compile_tensorrt(module: nn.Module, example: torch.Tensor, fp16: bool = True) -> nn.Module:
+    """Compile ``module`` with torch-tensorrt for inputs shaped like ``example`` (on CUDA).
+
+    Raises:
+        RuntimeError: no CUDA device or torch-tensorrt missing (see :func:`tensorrt_status`).
+    """
+    if not torch.cuda.is_available() or importlib.util.find_spec("torch_tensorrt") is None:
+        raise RuntimeError(f"TensorRT unavailable: {tensorrt_status()[1]}")
+    import torch_tensorrt
+
+    module = module.eval().cuda()
+    precisions = {torch.float16, torch.float32} if fp16 else {torch.float32}
+    return torch_tensorrt.compile(
+        module, ir="dynamo", inputs=[example.cuda()], enabled_precisions=precisions,
+    )
