@@ -106,7 +106,9 @@ def applicable(name: str, kind: str) -> bool:
 def run_one(scenario: Scenario, name: str, proto: Protocol, seed: int) -> ContinualResult:
     """Train one strategy on one scenario with one seed."""
     strategy = make_strategy(name, scenario.kind, proto, seed)
-    model = mlp(int(np.prod(scenario.input_shape)), scenario.num_outputs, proto.hidden)
+    def model():
+        return mlp(int(np.prod(scenario.input_shape)), scenario.num_outputs, proto.hidden)
+
     result = ContinualLearner(scenario, strategy, proto.train_config, seed=seed, model=model).fit()
     result.strategy = name
     return result

@@ -28,7 +28,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -147,8 +147,9 @@ class ContinualLearner:
         strategy: the plug-in.
         config: optimisation settings.
         seed: seeds the network's initialisation and the batch order.
-        model: a network ``[B, ...] -> [B, scenario.num_outputs]``; default
-            :func:`~course_lib.continual.models.build_model`.
+        model: a network ``[B, ...] -> [B, scenario.num_outputs]``, or a function
+            returning one (called after seeding, so the initialisation follows ``seed``);
+            default :func:`~course_lib.continual.models.build_model`.
         device: where to train.
     """
 
@@ -158,7 +159,7 @@ class ContinualLearner:
         strategy: Strategy,
         config: TrainConfig | None = None,
         seed: int = 0,
-        model: nn.Module | None = None,
+        model: nn.Module | Callable[[], nn.Module] | None = None,
         device: torch.device | str = "cpu",
     ) -> None:
         if scenario.kind not in strategy.scenarios:
@@ -168,7 +169,11 @@ class ContinualLearner:
         self.config = config or TrainConfig()
         self.seed, self.device = seed, torch.device(device)
         torch.manual_seed(seed)
-        self.model = (model or build_model(scenario.input_shape, scenario.num_outputs)).to(self.device)
+        if model is None:
+            model = build_model(scenario.input_shape, scenario.num_outputs)
+        elif not isinstance(model, nn.Module):
+            model = model()
+        self.model = model.to(self.device)
         self.generator = torch.Generator().manual_seed(seed)
         self.task_index = -1  # the task being trained (or last trained)
         self.step = 0
