@@ -198,13 +198,6 @@ BASE_PRELOAD = ["torch", "torch.nn", "torch.nn.functional", "torch.fx.experiment
                 "course_lib.grading.helpers", "course_lib.grading.testing"]
 
 
-def _thread_count() -> int:
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        return 1
-
-
 def _run_child(spec: dict, write_fd: int, forked: bool) -> None:
     """Body of a task child (forked or spawned). Never returns normally."""
     from .sandbox import _close_fds_except, install_forked_zygote, make_undumpable, set_parent_death_signal
@@ -447,12 +440,15 @@ class Grader:
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
         return stage
 
-    def _report(self, job: _Job, events: list[dict], note: str) -> TaskReport:
+    def _report(self, job: _Job, events: list[dict], note: str, tampered: list[str] | None = None) -> TaskReport:
         results = {str(e["name"]): e for e in events if e.get("event") == "result" and "name" in e}
         tests = []
         for name, points in self._collected[job.task.id]:
             event = results.get(name)
-            if event is None:
+            if tampered:
+                tests.append(TestOutcome(name, False, points, "the submission modified files of the grader: "
+                                         + ", ".join(tampered[:3])))
+            elif event is None:
                 tests.append(TestOutcome(name, False, points, f"not run: {note}" if note else "not run"))
             else:
                 passed = event.get("passed") is True
@@ -460,6 +456,8 @@ class Grader:
         crash = next((e for e in events if e.get("event") == "crash"), None)
         if crash is not None and not note:
             note = f"the grading process failed: {crash.get('message', '')}"
+        if tampered:
+            note = "tampering with the grader's files"
         return TaskReport(job.task.id, tests, note)
 
     def _missing_file_report(self, job: _Job) -> TaskReport:
@@ -469,47 +467,58 @@ class Grader:
 
     def grade(self, submissions: list[tuple[str, Path]], tasks: list[Task]) -> list[SubmissionReport]:
         """Grade every (submission, task) pair; returns one report per submission, in order."""
-        self.collect(tasks)
+        for task in tasks:
+            if not (self.tests_dir / task.test_file).is_file():
+                raise UsageError(f"graded tests for {task.id} not found at {self.tests_dir / task.test_file}")
         mode = self._resolve_mode()
-        preload = sorted({m for t in tasks for m in t.preload})
+        # Reference libraries are worth loading once here only when several submissions share them;
+        # otherwise each task's child imports its own, in parallel with the other tasks.
+        preload = sorted({m for t in tasks for m in t.preload}) if len(submissions) > 1 else []
         if mode == "fork":
+            # Safe to fork afterwards: importing starts no OpenMP pool (BLAS pools are fork-aware);
+            # this process never runs tensor code, which is what would make fork unsafe.
             _preload(BASE_PRELOAD + preload)
-            if _thread_count() > 1:
-                mode = "spawn"
         reports = [SubmissionReport(label, root) for label, root in submissions]
-        results: dict[tuple[int, str], TaskReport] = {}
+        outcomes: dict[tuple[int, str], tuple[_Job, list[dict], str, list[str] | None]] = {}
+        missing: list[tuple[int, _Job]] = []
         jobs: list[tuple[int, _Job]] = []
         for i, (label, root) in enumerate(submissions):
             stage = self._stage(label, root, tasks)
             for task in tasks:
                 job = _Job(label, stage, root, task)
-                if not (stage / task.source).is_file():
-                    results[(i, task.id)] = self._missing_file_report(job)
-                else:
-                    jobs.append((i, job))
+                (jobs if (stage / task.source).is_file() else missing).append((i, job))
         snapshot = Snapshot([self.tests_dir, self.rootdir / "tests" / "conftest.py", PACKAGE_DIR,
                              self.workdir / "submissions"])
-        self._run_jobs(jobs, results, snapshot, mode, preload)
+        self._run_jobs(jobs, outcomes, snapshot, mode)
+        # the test list of each task comes from its own run; collect separately only where none ran to the end
+        for job, events, _, _ in outcomes.values():
+            for event in events:
+                if event.get("event") == "collected" and job.task.id not in self._collected:
+                    self._collected[job.task.id] = [(str(t["name"]), int(t["points"])) for t in event.get("tests", [])]
+        unknown = {job.task.id for _, job in missing} | {job.task.id for job, *_ in outcomes.values()}
+        self.collect([t for t in tasks if t.id in unknown - set(self._collected)])
+        results = {key: self._report(job, events, note, tampered) for key, (job, events, note, tampered)
+                   in outcomes.items()}
+        results.update({(i, job.task.id): self._missing_file_report(job) for i, job in missing})
         for i, report in enumerate(reports):
             report.tasks = [results[(i, t.id)] for t in tasks]
         return reports
 
-    def _run_jobs(self, jobs: list[tuple[int, _Job]], results: dict, snapshot: Snapshot, mode: str,
-                  preload: list[str]) -> None:
+    def _run_jobs(self, jobs: list[tuple[int, _Job]], outcomes: dict, snapshot: Snapshot, mode: str) -> None:
         pending = list(jobs)
         sequential: list[tuple[int, _Job]] = []
         running: dict[int, tuple[int, _Running]] = {}
         suspects: set[int] = set()  # ids of jobs that ran since the last clean check
-        done_unverified: dict[int, tuple[int, TaskReport]] = {}
+        done_unverified: dict[int, tuple[int, _Job, list[dict], str]] = {}
         index = {id(job): (i, job) for i, job in jobs}
         parallel = True
-        while pending or running or (sequential and not running):
+        while pending or running or sequential:
             if not pending and not running and sequential:
                 pending, sequential, parallel = sequential, [], False
             limit = self.jobs if parallel else 1
             while pending and len(running) < limit:
                 i, job = pending.pop(0)
-                spec = self._spec([str(self.tests_dir / job.task.test_file)], job, preload, False)
+                spec = self._spec([str(self.tests_dir / job.task.test_file)], job, list(job.task.preload), False)
                 pid, fd, proc = self._start(spec, mode)
                 running[fd] = (i, _Running(job, pid, fd, time.monotonic(), proc))
                 suspects.add(id(job))
@@ -532,7 +541,7 @@ class Grader:
                     status = self._reap(run, block=False)
                 if status is None:
                     self._kill(run.pid)
-                    status = self._reap(run, block=True)
+                    self._reap(run, block=True)
                 finished.append((i, run, ""))
             now = time.monotonic()
             for fd, (i, run) in list(running.items()):
@@ -553,36 +562,33 @@ class Grader:
                 events = self._parse(bytes(run.buffer))
                 if not note and not any(e.get("event") == "done" for e in events):
                     note = "the grading process for this task ended unexpectedly"
-                done_unverified[id(run.job)] = (i, self._report(run.job, events, note))
-            if finished:
-                changed = snapshot.check_and_restore()
-                if not changed:
-                    for key in list(done_unverified):
-                        i, report = done_unverified.pop(key)
-                        results[(i, report.task)] = report
-                    suspects = {id(r.job) for _, r in running.values()}
-                elif parallel:
-                    # someone among the suspects changed trusted files: stop them all and
-                    # grade each of them again, alone, to find out who
-                    for fd, (i, run) in list(running.items()):
-                        self._kill(run.pid)
-                        self._reap(run, block=True)
-                        os.close(fd)
-                    running.clear()
-                    for key in suspects:
-                        done_unverified.pop(key, None)
-                        sequential.append(index[key])
-                    suspects = set()
-                    snapshot.check_and_restore()
-                else:
-                    for key in list(done_unverified):
-                        i, report = done_unverified.pop(key)
-                        for test in report.tests:
-                            test.passed = False
-                            test.message = "the submission modified files of the grader: " + ", ".join(changed[:3])
-                        report.note = "tampering with the grader's files"
-                        results[(i, report.task)] = report
-                    suspects = set()
+                done_unverified[id(run.job)] = (i, run.job, events, note)
+            if not finished:
+                continue
+            changed = snapshot.check_and_restore()
+            if not changed:
+                for key in list(done_unverified):
+                    i, job, events, note = done_unverified.pop(key)
+                    outcomes[(i, job.task.id)] = (job, events, note, None)
+                suspects = {id(r.job) for _, r in running.values()}
+            elif parallel:
+                # someone among the suspects changed trusted files: stop them all and grade
+                # each of them again, alone, to find out who did it
+                for fd, (i, run) in list(running.items()):
+                    self._kill(run.pid)
+                    self._reap(run, block=True)
+                    os.close(fd)
+                running.clear()
+                for key in suspects:
+                    done_unverified.pop(key, None)
+                    sequential.append(index[key])
+                suspects = set()
+                snapshot.check_and_restore()
+            else:
+                for key in list(done_unverified):
+                    i, job, events, note = done_unverified.pop(key)
+                    outcomes[(i, job.task.id)] = (job, events, note, changed)
+                suspects = set()
 
     def close(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)

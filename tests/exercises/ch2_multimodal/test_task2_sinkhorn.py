@@ -9,7 +9,6 @@ must be finite and its marginals and cost close to POT's.
 
 import math
 
-import ot
 import pytest
 import torch
 
@@ -29,6 +28,8 @@ def _problem(n, m, seed, dtype=torch.float64):
 
 
 def _pot(a, b, cost, reg, iters=1000, tol=1e-9):
+    import ot  # imported on first use: collecting stays fast
+
     return ot.sinkhorn(a.double(), b.double(), cost.double(), reg, method="sinkhorn_log", numItermax=iters,
                        stopThr=tol, warn=False)
 

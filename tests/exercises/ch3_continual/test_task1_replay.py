@@ -11,7 +11,6 @@ each run kept.
 
 import pytest
 import torch
-from scipy.stats import binom
 
 from course_lib.grading.testing import as_tensor, assert_not_mutated, expect_error
 
@@ -116,6 +115,8 @@ def test_every_item_is_kept_with_probability_capacity_over_n(impl):
     fails this test with probability below 1e-6. An off-by-one in the replacement draw
     moves the first item's count for capacity 1, N = 3 from 667 to 0.
     """
+    from scipy.stats import binom
+
     n_items = sum(sum(b) for _, b in CONFIGS)
     alpha = FALSE_FAILURE / n_items
     for capacity, batches in CONFIGS:
