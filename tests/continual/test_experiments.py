@@ -1,0 +1,55 @@
+"""Tables and protocols of the Split-Digits comparison."""
+
+import math
+
+import numpy as np
+import pytest
+
+from course_lib.continual.experiments import (
+    PROTOCOLS, STRATEGY_NAMES, VAN_DE_VEN_SPLIT_MNIST, applicable, make_strategy, markdown_table, ordering_check,
+    protocol, run_grid, summary_rows,
+)
+from course_lib.continual.strategies import ContinualResult
+
+
+def _result(kind, name, seed, final):
+    acc = np.eye(2) * 0.9
+    acc[1] = final
+    return ContinualResult(f"split-digits/{kind}", name, seed, acc, np.array([0.5, 0.5]), [1.0, 2.0])
+
+
+def test_summary_rows_mean_and_std_over_seeds():
+    rows = summary_rows([_result("class", "finetune", 0, [0.0, 0.9]), _result("class", "finetune", 1, [0.2, 0.9])])
+    (row,) = rows
+    assert row["scenario"] == "class" and row["seeds"] == 2
+    assert row["average_accuracy"] == pytest.approx(50.0) and row["average_accuracy_std"] == pytest.approx(math.sqrt(50))
+    assert row["forgetting"] == pytest.approx(80.0) and row["seconds"] == pytest.approx(3.0)
+    assert row["reference"] == VAN_DE_VEN_SPLIT_MNIST["class"]["finetune"]
+    table = markdown_table(rows, [("strategy", "method"), ("average_accuracy", "acc"), ("reference", "paper")])
+    assert "| finetune | 50.0 ± 7.1 | 19.9 |" in table
+
+
+def test_ordering_check():
+    rows = [{"scenario": "task", "strategy": s, "average_accuracy": a} for s, a in
+            [("finetune", 90.0), ("ewc", 95.0), ("lwf", 94.0)]]
+    assert ordering_check(rows, "task") == [("finetune", "ewc", 90.0, 95.0, True), ("ewc", "lwf", 95.0, 94.0, False)]
+
+
+def test_protocols_and_factories():
+    assert protocol("full").hidden == 400 and protocol("full").batch_size == 128 and protocol("full").lr == 1e-3
+    assert protocol("quick", seeds=(7,)).seeds == (7,)
+    assert len(PROTOCOLS["quick"].seeds) >= 3 and len(PROTOCOLS["full"].seeds) >= 5
+    for name in STRATEGY_NAMES:
+        for kind in ("task", "domain", "class"):
+            if applicable(name, kind):
+                assert make_strategy(name, kind, PROTOCOLS["quick"]) is not None
+    assert not applicable("progressive", "class")
+    with pytest.raises(ValueError):
+        make_strategy("gem", "task", PROTOCOLS["quick"])
+
+
+def test_run_grid_smoke():
+    proto = protocol("quick", iterations=3, seeds=(0,), hidden=16)
+    results = run_grid(("task",), ("finetune", "progressive"), proto)
+    assert [r.strategy for r in results] == ["finetune", "progressive"]
+    assert all(r.acc.shape == (5, 5) for r in results)
