@@ -289,8 +289,12 @@ def test_bad_input_is_rejected(impl):
 def test_inputs_are_not_modified(impl):
     x = _rand((5, 6), 11, shift=0.7)
     for symmetric, axis in [(True, None), (False, None), (True, 0), (False, 1)]:
-        _quantize(impl, x.clone(), symmetric=symmetric, axis=axis)
+        q, scale, zp = _quantize(impl, x.clone(), symmetric=symmetric, axis=axis)
         assert_not_mutated(impl, "quantize_affine")
-    q, scale, zp = _quantize(impl, x, symmetric=False, axis=1)
-    impl.dequantize_affine(q, scale, zp, axis=1)
+        _, s_ref, _ = _torch_ref(x, symmetric, axis=axis)  # and the results must be right, too
+        assert_close(scale, s_ref, "scale", atol=0, rtol=2e-6)
+        _check_q(q, x, as_tensor(scale, "scale"), as_tensor(zp, "zero_point"), -127 if symmetric else 0,
+                 127 if symmetric else 255, axis=axis)
+    out = impl.dequantize_affine(q, scale, zp, axis=1)
     assert_not_mutated(impl, "dequantize_affine")
+    assert_close(out, (q.float() - zp.float()) * scale, "dequantized values", atol=0)

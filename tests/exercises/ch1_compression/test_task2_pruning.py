@@ -123,7 +123,8 @@ def test_bad_amount_is_rejected(impl):
 def test_masks_leave_the_model_unchanged(impl):
     model = _model("prune_mixed", seed=6)
     remote = _remote(impl, "prune_mixed", model)
-    impl.global_magnitude_masks(remote, 0.6)
+    masks = impl.global_magnitude_masks(remote, 0.6)
+    _check_masks(masks, _torch_masks(model, 0.6), "global_magnitude_masks(model, 0.6)")
     after = impl.helper("state_dict", remote)
     for name, value in model.state_dict().items():
         assert torch.equal(after[name], value), (

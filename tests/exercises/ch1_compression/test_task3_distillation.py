@@ -214,9 +214,14 @@ def test_clip_distillation_gradient(impl):
 @pytest.mark.points(1)
 def test_inputs_are_not_modified(impl):
     s, t = _randn((4, 6), 100), _randn((4, 6), 101)
-    impl.kd_loss(s, t, 2.0)
+    value = _scalar(impl.kd_loss(s, t, 2.0), "kd_loss")
     assert_not_mutated(impl, "kd_loss")
-    impl.feature_distillation_loss(s, t)
+    assert abs(value - float(_kd_ref(s, t, 2.0))) < 1e-5, "kd_loss is wrong (see the other tests)"
+    value = _scalar(impl.feature_distillation_loss(s, t), "feature_distillation_loss")
     assert_not_mutated(impl, "feature_distillation_loss")
-    as_float(impl.clip_distillation_loss(*_clip_inputs(102), 1.0), "clip_distillation_loss")
+    ref = float((1 - F.cosine_similarity(s.double(), t.double(), dim=-1)).mean())
+    assert abs(value - ref) < 1e-5, "feature_distillation_loss is wrong (see the other tests)"
+    args = _clip_inputs(102)
+    value = as_float(impl.clip_distillation_loss(*args, 1.0), "clip_distillation_loss")
     assert_not_mutated(impl, "clip_distillation_loss")
+    assert abs(value - float(_clip_ref(*args, 1.0))) < 1e-5, "clip_distillation_loss is wrong (see the other tests)"

@@ -190,7 +190,11 @@ def test_bad_input_is_rejected(impl):
 def test_inputs_are_not_modified(impl):
     img, txt = _features(4, 8, 41)
     img, txt = img * 1.5, txt * 0.5  # not normalized: a loss that normalizes must not do it in place
-    impl.clip_contrastive_loss(img, txt, 2.0)
+    value = _scalar(impl.clip_contrastive_loss(img, txt, 2.0), "clip_contrastive_loss")
     assert_not_mutated(impl, "clip_contrastive_loss")
-    impl.siglip_loss(img, txt, 2.0, -1.0)
+    assert abs(value - _clip_ref(img, txt, 2.0)) < 1e-5, \
+        "clip_contrastive_loss is wrong for these (unnormalized) features: use them as given"
+    value = _scalar(impl.siglip_loss(img, txt, 2.0, -1.0), "siglip_loss")
     assert_not_mutated(impl, "siglip_loss")
+    assert abs(value - _siglip_ref(img, txt, 2.0, -1.0)) < 1e-5, \
+        "siglip_loss is wrong for these (unnormalized) features: use them as given"

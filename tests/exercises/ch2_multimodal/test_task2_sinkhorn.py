@@ -118,11 +118,14 @@ def test_bad_input_is_rejected(impl):
 @pytest.mark.points(1)
 def test_inputs_are_not_modified(impl):
     a, b, cost = _problem(6, 5, 70)
-    impl.sinkhorn(a, b, cost, 0.1)
+    plan = _plan(impl, a, b, cost, 0.1)
     assert_not_mutated(impl, "sinkhorn")
+    assert_close(plan, _pot(a, b, cost, 0.1), "plan", atol=1e-6, rtol=0, show=False)
     plan = _pot(a, b, cost, 0.1) * 3
-    impl.barycentric_projection(plan, torch.randn(5, 3, dtype=torch.float64))
+    target = torch.randn(5, 3, dtype=torch.float64)
+    out = impl.barycentric_projection(plan, target)
     assert_not_mutated(impl, "barycentric_projection")
+    assert_close(out, (plan / plan.sum(1, keepdim=True)) @ target, "barycentric_projection", atol=1e-9)
 
 
 @pytest.mark.points(1)

@@ -170,3 +170,6 @@ def test_add_does_not_modify_inputs(impl):
     for start in (0, 5):
         buf.add(*_items(5, start=start))
         assert_not_mutated(impl, "ReservoirBuffer.add")
+    ids = _ids(buf.sample(2), "sample(2)")
+    assert len(buf) == 2 and _num_seen(buf) == 10 and len(set(ids)) == 2 and set(ids) <= set(range(10)), \
+        "after 10 items with capacity 2: len 2, num_seen 10, and sample(2) gives 2 distinct items of the stream"

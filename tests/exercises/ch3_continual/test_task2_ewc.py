@@ -121,7 +121,8 @@ def test_fisher_leaves_the_model_as_it_was(impl):
               "2.bias": None}
     impl.helper("set_grads", remote, preset)
     x, y = _data(7, 4, 3, 14)
-    impl.fisher_diagonal(remote, x, y)
+    fisher = impl.fisher_diagonal(remote, x, y)
+    _check_fisher(fisher, _fisher_ref(model, x, y), "Fisher")
     grads = impl.helper("get_grads", remote)
     for name, value in preset.items():
         if value is None:
@@ -245,11 +246,12 @@ def test_inputs_are_not_modified(impl):
     model = _model(sizes, 15)
     remote = _remote(impl, model, sizes)
     x, y = _data(5, 3, 2, 16)
-    impl.fisher_diagonal(remote, x, y)
+    _check_fisher(impl.fisher_diagonal(remote, x, y), _fisher_ref(model, x, y), "Fisher")
     assert_not_mutated(impl, "fisher_diagonal")
     fisher = {n: torch.rand(p.shape) for n, p in model.named_parameters()}
     anchor = {n: p.detach() + 0.1 for n, p in model.named_parameters()}
-    impl.ewc_penalty(remote, fisher, anchor)
+    value = _scalar(impl.ewc_penalty(remote, fisher, anchor), "ewc_penalty")
     assert_not_mutated(impl, "ewc_penalty")
+    assert abs(value - _penalty_ref(model, fisher, anchor)) < 1e-5, "ewc_penalty is wrong (see the other tests)"
     after = impl.helper("state_dict", remote)
     assert all(torch.equal(after[n], v) for n, v in model.state_dict().items()), "ewc_penalty changed the model"

@@ -205,5 +205,9 @@ def test_output_shapes_and_bad_columns(impl):
 @pytest.mark.points(1)
 def test_inputs_are_not_modified(impl):
     net = _net(impl, 2)
-    net(_x(3, 10), 1)
+    roles = _roles(11)
+    _assign(impl, net, roles)
+    x = _x(3, 10)
+    out = net(x, 1)
     assert_not_mutated(impl, "ProgressiveNet.forward")
+    assert_close(out, _reference(x, 1, 2, roles), "output of column 1", atol=1e-5, show=False)

@@ -11,7 +11,7 @@ import random
 import pytest
 import torch
 
-from course_lib.grading.testing import assert_not_mutated, expect_error
+from course_lib.grading.testing import as_float, assert_not_mutated, expect_error
 
 TASK = "ch3_continual/task4_metrics"
 KEYS = ("average_accuracy", "bwt", "forgetting", "fwt")
@@ -107,6 +107,12 @@ def test_bad_input_is_rejected(impl):
 
 @pytest.mark.points(1)
 def test_inputs_are_not_modified(impl):
-    acc = torch.tensor([[0.6, 0.1, 0.2], [0.8, 0.9, 0.3], [0.5, 0.7, 0.95]], dtype=torch.float64)
-    impl.continual_metrics(acc, torch.tensor([0.1, 0.1, 0.1], dtype=torch.float64))
+    acc = [[0.6, 0.1, 0.2], [0.8, 0.9, 0.3], [0.5, 0.7, 0.95]]
+    result = impl.continual_metrics(torch.tensor(acc, dtype=torch.float64), torch.tensor([0.1, 0.1, 0.1],
+                                                                                          dtype=torch.float64))
     assert_not_mutated(impl, "continual_metrics")
+    expected = _reference(acc, [0.1, 0.1, 0.1])
+    assert isinstance(result, dict) and all(k in result for k in KEYS), "the result should be a dict with " \
+                                                                        f"the keys {KEYS}"
+    values = {k: as_float(result[k], k) for k in KEYS}
+    assert all(abs(values[k] - expected[k]) < 1e-9 for k in KEYS), "the metrics are wrong (see the other tests)"
