@@ -152,3 +152,31 @@ class Table:
 
     def __repr__(self) -> str:
         return str(self)
+
+
+def torch_op_share(fn: Callable[[], Any], repeats: int = 5, top: int = 8) -> dict[str, float]:
+    """Fraction of self CPU time per aten/quantized operator while running ``fn`` (torch
+    profiler): where the time goes, e.g. how much of it matrix multiplies take."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode():
+        fn()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(repeats):
+                fn()
+    events = [(e.key, e.self_cpu_time_total) for e in prof.key_averages()]
+    total = sum(t for _, t in events)
+    if total <= 0:
+        raise RuntimeError("the profiler recorded no CPU time")
+    events.sort(key=lambda kv: -kv[1])
+    shares = {k: t / total for k, t in events[:top]}
+    shares["(other)"] = 1.0 - sum(shares.values())
+    return shares
+
+
+def amdahl_speedup(fraction: float, factor: float) -> float:
+    """Overall speed-up when a ``fraction`` of the run time gets ``factor`` times faster
+    (Amdahl's law): ``1 / ((1 - fraction) + fraction / factor)``."""
+    if not 0.0 <= fraction <= 1.0 or factor <= 0:
+        raise ValueError(f"need fraction in [0, 1] and factor > 0, got {fraction}, {factor}")
+    return 1.0 / ((1.0 - fraction) + fraction / factor)

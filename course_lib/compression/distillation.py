@@ -271,3 +271,44 @@ def distill_clip(
     return cfg.history
 
 
+
+
+def distill_zero_shot_logits(
+    student_visual: nn.Module,
+    pool: TeacherPool,
+    classifier: torch.Tensor,
+    temperature: float,
+    steps: int,
+    lr: float = 3e-3,
+    batch_size: int = 128,
+    seed: int = 0,
+) -> list[float]:
+    """Classic output distillation (Hinton) of an image tower on zero-shot class logits.
+
+    Logits are ``logit_scale * normalize(features) @ classifier.T`` over the ``C`` classes
+    (``classifier`` ``[C, D]``: the teacher's class embeddings, D = student width); the
+    teacher's logits come from its cached image embeddings. The loss is
+    :func:`kd_loss` at ``temperature`` (soft targets only, no labels). Trains in place;
+    returns per-step losses.
+    """
+    if classifier.ndim != 2 or classifier.shape[1] != pool.image_features.shape[1]:
+        raise ValueError(f"classifier must be [C, {pool.image_features.shape[1]}], got {tuple(classifier.shape)}")
+    if steps < 0 or not 1 <= batch_size <= len(pool):
+        raise ValueError(f"need steps >= 0 and 1 <= batch_size <= {len(pool)}, got {steps}, {batch_size}")
+    teacher_logits = pool.logit_scale * pool.image_features @ classifier.T
+    opt = torch.optim.AdamW([p for p in student_visual.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(seed)
+    losses = []
+    student_visual.train()
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(step, steps, lr, warmup=max(1, steps // 20))
+        idx = torch.randint(0, len(pool), (batch_size,), generator=gen)
+        logits = pool.logit_scale * F.normalize(student_visual(pool.images[idx]), dim=-1) @ classifier.T
+        loss = kd_loss(logits, teacher_logits[idx], temperature)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    student_visual.eval()
+    return losses

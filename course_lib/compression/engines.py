@@ -14,7 +14,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import logging
 import os
 import tempfile
 import warnings
@@ -199,14 +201,29 @@ def preprocess_for_quantization(path: str | Path, out_path: str | Path) -> Path:
     return Path(out_path)
 
 
-def ort_quantize_dynamic(path: str | Path, out_path: str | Path, per_channel: bool = False) -> Path:
-    """INT8 dynamic quantization of an ONNX model (MatMul/Gemm weights int8; activation
-    scales computed at run time). Returns ``out_path``."""
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """ONNX Runtime's quantization tools log advice through the root logger; mute it."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def ort_quantize_dynamic(path: str | Path, out_path: str | Path, per_channel: bool = False, preprocess: bool = False) -> Path:
+    """INT8 dynamic quantization of an ONNX model: MatMul/Gemm weights stored as int8,
+    activation scales computed at run time (uint8 activations x int8 weights, the fast
+    combination on x86). ``preprocess`` runs :func:`preprocess_for_quantization` first.
+    Returns ``out_path``."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with tempfile.TemporaryDirectory() as tmp:
-        pre = preprocess_for_quantization(path, Path(tmp) / "pre.onnx")
-        quantize_dynamic(str(pre), str(out_path), per_channel=per_channel, weight_type=QuantType.QInt8)
+        src = preprocess_for_quantization(path, Path(tmp) / "pre.onnx") if preprocess else Path(path)
+        with _quiet_root_logger():
+            quantize_dynamic(str(src), str(out_path), per_channel=per_channel, weight_type=QuantType.QInt8)
     return Path(out_path)
 
 
@@ -254,7 +271,9 @@ def ort_quantize_static(
 
     Activation ranges are collected by running ``calibration`` inputs through the
     model (``method``: ``"minmax"`` ranges, ``"entropy"`` (KL-optimal) or
-    ``"percentile"`` clipping); weights are quantized per channel by default.
+    ``"percentile"`` clipping); weights are int8 (symmetric, per channel by default),
+    activations uint8 (asymmetric): on x86 CPUs the u8 x s8 kernels are the fast ones,
+    s8 x s8 falls back to much slower code.
 
     Raises:
         ValueError: an empty calibration set or an unknown method.
@@ -276,14 +295,15 @@ def ort_quantize_static(
             def rewind(self):
                 inner.rewind()
 
-        quantize_static(
-            str(pre), str(out_path), _Reader(),
-            quant_format=QuantFormat.QDQ, per_channel=per_channel,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                              "percentile": CalibrationMethod.Percentile}[method],
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
-        )
+        with _quiet_root_logger():
+            quantize_static(
+                str(pre), str(out_path), _Reader(),
+                quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                                  "percentile": CalibrationMethod.Percentile}[method],
+                extra_options={"WeightSymmetric": True},
+            )
     return Path(out_path)
 
 

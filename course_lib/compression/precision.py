@@ -101,3 +101,19 @@ def underflow_fraction(values: torch.Tensor, dtype: torch.dtype) -> float:
     if nz.numel() == 0:
         raise ValueError("values has no non-zero entry")
     return float((nz.to(dtype) == 0).float().mean())
+
+
+class AutocastModule(nn.Module):
+    """Run ``module`` under :func:`autocast` and return float32 outputs (a drop-in
+    encoder for comparing mixed-precision inference with fp32)."""
+
+    def __init__(self, module: nn.Module, device: torch.device | str = "cpu", dtype: torch.dtype | None = None):
+        super().__init__()
+        self.module = module
+        self.device_type = torch.device(device).type
+        self.dtype = dtype or autocast_dtype(device)
+        autocast(device, self.dtype)  # validates the combination
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=self.device_type, dtype=self.dtype):
+            return self.module(x).float()

@@ -1,0 +1,111 @@
+"""``python -m course_lib.bench compression``: the chapter's comparison table, measured.
+
+Runs the combined pipeline (:mod:`.pipeline`) and prints, for every variant of the
+tiny-CLIP image tower, parameters, size, latency at batch 1 and 64 with the speed-up
+over eager fp32 torch measured in the same run (interleaved timing), throughput and
+zero-shot accuracy; then the chapter's target figures with the value measured for each.
+
+Options: ``--profile quick|full`` (default: the course profile), ``--threads N`` (torch
+and ONNX Runtime intra-op threads for the run; default: leave as is), ``--repeats R``,
+``--no-experiments`` (skip the distillation-vs-scratch and gradual-vs-one-shot runs),
+``--workdir DIR`` (where ONNX files go; default a temporary folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from .. import config as course_config
+from ..models import count_parameters, load_clip
+from .benchmarking import Table, torch_threads
+from .distillation import parameter_ratio
+from .pipeline import PipelineConfig, gradual_vs_oneshot, measure_variants, run_pipeline, student_vs_scratch
+
+COLUMNS = ["variant", "params", "size_mb", "b1_ms", "b1_speedup", "b64_ms", "b64_speedup", "throughput", "accuracy", "cosine"]
+
+
+def _row(rows: list[dict], name: str) -> dict:
+    for r in rows:
+        if r["variant"] == name:
+            return r
+    raise KeyError(name)
+
+
+def figures(rows: list[dict], extra: dict[str, object], teacher_acc: float) -> list[dict[str, object]]:
+    """The chapter's target figures next to what this run measured."""
+    t_fp32, t_int8 = _row(rows, "teacher fp32 (torch)"), _row(rows, "teacher int8 dyn (torch)")
+    o_fp32, o_int8 = _row(rows, "teacher fp32 (ORT)"), _row(rows, "teacher int8 dyn (ORT)")
+    pruned = next(r for r in rows if str(r["variant"]).startswith("pruned") and r["variant"].endswith("(torch)"))
+    student = _row(rows, "student fp32 (torch)")
+    out = [
+        {"figure": "INT8 dynamic, torch: speed-up at b64 (>= 1.5x)", "measured": t_fp32["b64_ms"] / t_int8["b64_ms"], "target": 1.5},
+        {"figure": "INT8 dynamic, ORT int8 vs ORT fp32 at b64 (>= 1.5x)", "measured": o_fp32["b64_ms"] / o_int8["b64_ms"], "target": 1.5},
+        {"figure": "INT8 dynamic, torch: accuracy drop (<= 1 point)", "measured": t_fp32["accuracy"] - t_int8["accuracy"], "target": -1.0},
+        {"figure": "structured 50%: speed-up at b64 (>= 1.5x)", "measured": pruned["b64_speedup"], "target": 1.5},
+        {"figure": "structured 50% + FT: accuracy drop (<= 2 points)", "measured": t_fp32["accuracy"] - pruned["accuracy"], "target": -2.0},
+        {"figure": "ORT fp32 vs eager torch at b1 (>= 1.2x)", "measured": o_fp32["b1_speedup"], "target": 1.2},
+        {"figure": "student params / teacher params (<= 0.25)", "measured": extra["param_ratio"], "target": -0.25},
+        {"figure": "student accuracy / teacher accuracy (>= 0.95)", "measured": student["accuracy"] / teacher_acc, "target": 0.95},
+    ]
+    if "scratch" in extra:
+        out.append({"figure": "distilled minus from-scratch accuracy, same steps (> 0)", "measured": extra["distill_gain"], "target": 1e-9})
+    if "gradual" in extra:
+        out.append({"figure": "gradual minus one-shot accuracy at 90% sparsity (> 0)", "measured": extra["gradual_gain"], "target": 1e-9})
+    for f in out:  # a negative target means "at most |target|"
+        target = float(f["target"])
+        f["met"] = f["measured"] <= -target if target < 0 else f["measured"] >= target
+        f["target"] = f"<= {-target:g}" if target < 0 else (f">= {target:g}" if target > 1e-6 else "> 0")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m course_lib.bench compression", description=__doc__.split("\n")[0])
+    p.add_argument("--profile", choices=["quick", "full"], default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--no-experiments", action="store_true")
+    p.add_argument("--workdir", type=Path, default=None)
+    args = p.parse_args(argv)
+
+    cfg = PipelineConfig.for_profile(args.profile)
+    cfg.threads = args.threads
+    if args.repeats is not None:
+        cfg.repeats = args.repeats
+    teacher, _, tokenizer = load_clip("tiny")
+    start = time.perf_counter()
+    with torch_threads(args.threads), tempfile.TemporaryDirectory() as tmp:
+        print(f"# Chapter 1 benchmark (profile {course_config.get_profile(args.profile)}, torch threads "
+              f"{torch.get_num_threads()}, {platform.processor() or platform.machine()}, torch {torch.__version__})")
+        result = run_pipeline(teacher, tokenizer, cfg, args.workdir or tmp)
+        rows = measure_variants(result.variants, result.probe, cfg.batch_sizes, cfg.repeats)
+        extra: dict[str, object] = {"param_ratio": parameter_ratio(result.models["student"], teacher)}
+        if not args.no_experiments:
+            runs = student_vs_scratch(teacher, tokenizer, result.pool, result.probe, cfg.student, cfg.distill_steps, cfg.batch_size, cfg.seed)
+            extra["scratch"] = runs
+            extra["distill_gain"] = runs["distilled (inherited init)"] - runs["from scratch (random init)"]
+            gvo = gradual_vs_oneshot(teacher.visual, result.pool, result.probe, 0.9, cfg.finetune_steps, batch_size=cfg.batch_size, seed=cfg.seed)
+            extra["gradual"] = gvo
+            extra["gradual_gain"] = gvo["gradual"]["accuracy"] - gvo["one-shot"]["accuracy"]
+    print()
+    print(Table(rows, COLUMNS))
+    print(f"\nspeed-ups are ratios of interleaved median latencies against 'teacher fp32 (torch)'; "
+          f"accuracy = zero-shot top-1 (%) on {len(result.probe.labels)} ShapeWorld test images; "
+          f"teacher {count_parameters(teacher)} params, student {count_parameters(result.models['student'])} params")
+    if "scratch" in extra:
+        print()
+        print(Table([{"student trained as": k, "accuracy": v} for k, v in extra["scratch"].items()]))
+        print()
+        print(Table([{"pruning at 90%": k, **v} for k, v in extra["gradual"].items()]))
+    print()
+    teacher_acc = _row(rows, "teacher fp32 (torch)")["accuracy"]
+    print(Table(figures(rows, extra, teacher_acc)))
+    print(f"\ntotal {time.perf_counter() - start:.0f} s; stage seconds: "
+          + ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items()))
+    return 0 if all(math.isfinite(float(r["accuracy"])) for r in rows) else 1

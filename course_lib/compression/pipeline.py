@@ -1,0 +1,259 @@
+"""The combined pipeline: prune -> distill -> quantize -> export, and its comparison table.
+
+Starting from the tiny CLIP (the teacher), :func:`run_pipeline` builds every variant
+of the chapter side by side:
+
+* ``teacher fp32 (torch)``: the baseline;
+* ``teacher int8 dynamic (torch)`` and ``teacher fp32/int8 (ONNX Runtime)``: quantization
+  and an inference engine alone;
+* ``pruned 50% + FT``: structured pruning of heads and MLP neurons, fine-tuned (torch and ORT);
+* ``student``: layer-dropped and pruned (weight inheritance), then distilled, in torch and
+  exported to ONNX Runtime fp32 and int8.
+
+:func:`measure_variants` then measures parameters, checkpoint size, latency at batch 1
+and 64 (interleaved, so the ratios are fair on a busy machine), throughput and
+zero-shot accuracy, like the performance tables of the source document.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from .. import config as course_config
+from ..models import count_parameters, zero_shot_classifier
+from .attention import unfuse_attention
+from .benchmarking import latency_table
+from .distillation import DistillConfig, StudentSpec, distill_clip, make_student
+from .engines import OrtModule, export_onnx, onnx_size_mb, ort_quantize_dynamic, ort_session, verify_onnx
+from .quantization import model_size_mb, quantize_dynamic_int8
+from .structured import prune_vit
+from .training import TeacherPool, ZeroShotProbe, finetune_visual, make_teacher_pool
+
+
+@dataclass
+class PipelineConfig:
+    """Sizes of one pipeline run (see :meth:`for_profile`)."""
+
+    pool_size: int = 3000
+    probe_size: int = 1000
+    prune_ratio: float = 0.5
+    finetune_steps: int = 150
+    finetune_lr: float = 1e-3
+    distill_steps: int = 250
+    batch_size: int = 128
+    student: StudentSpec = field(default_factory=StudentSpec)
+    batch_sizes: tuple[int, ...] = (1, 64)
+    repeats: int = 15
+    threads: int | None = None
+    seed: int = 0
+
+    @classmethod
+    def for_profile(cls, profile: str | None = None) -> "PipelineConfig":
+        """``quick``: about a minute of training on 2 CPU cores; ``full``: the recipe that
+        reaches the chapter's accuracy figures."""
+        if course_config.get_profile(profile) == "quick":
+            return cls()
+        return cls(pool_size=12000, probe_size=2000, finetune_steps=600, distill_steps=800, repeats=40)
+
+
+@dataclass
+class Variant:
+    """One compressed model: an image encoder (prepared images ``[B, 3, S, S]`` ->
+    features ``[B, D]``), its size, and the class embeddings it must be scored with."""
+
+    name: str
+    encoder: Callable[[torch.Tensor], torch.Tensor]
+    params: int
+    size_mb: float
+    classifier: torch.Tensor | None = None  # None: the teacher's class embeddings
+    engine: str = "torch"
+
+
+def _visual_variant(name: str, visual: nn.Module, classifier: torch.Tensor | None = None) -> Variant:
+    visual.eval()
+    return Variant(name, visual, count_parameters(visual), model_size_mb(visual), classifier)
+
+
+def _onnx_variants(
+    name: str, visual: nn.Module, params: int, workdir: Path, probe: ZeroShotProbe, classifier: torch.Tensor | None, threads: int | None
+) -> list[Variant]:
+    """Export ``visual`` (verified against torch), quantize it dynamically; fp32 and int8 ORT variants."""
+    stem = name.replace(" ", "_").replace("%", "pct")
+    fp32 = export_onnx(visual, probe.images[:2], workdir / f"{stem}.onnx", "image", "embedding")
+    verify_onnx(visual, ort_session(fp32, threads=threads), [probe.images[:1], probe.images[:64]], atol=1e-4)
+    int8 = ort_quantize_dynamic(fp32, workdir / f"{stem}_int8.onnx")
+    return [
+        Variant(f"{name} fp32 (ORT)", OrtModule(ort_session(fp32, threads=threads)), params, onnx_size_mb(fp32), classifier, "onnxruntime"),
+        Variant(f"{name} int8 dyn (ORT)", OrtModule(ort_session(int8, threads=threads)), params, onnx_size_mb(int8), classifier, "onnxruntime"),
+    ]
+
+
+@dataclass
+class PipelineResult:
+    """Variants, the models behind them, and what each stage cost (seconds)."""
+
+    variants: list[Variant]
+    models: dict[str, nn.Module]
+    timings: dict[str, float]
+    pool: TeacherPool
+    probe: ZeroShotProbe
+
+
+def run_pipeline(
+    teacher: nn.Module,
+    tokenizer: Callable,
+    cfg: PipelineConfig,
+    workdir: str | Path,
+    log: Callable[[str], None] = print,
+) -> PipelineResult:
+    """Build every variant of the chapter (see the module docstring) into ``workdir``."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    course_config.seed_everything(cfg.seed)
+    teacher.eval()
+    probe = ZeroShotProbe(teacher, tokenizer, cfg.probe_size, seed=cfg.seed)
+    pool = make_teacher_pool(teacher, tokenizer, cfg.pool_size, seed=cfg.seed)
+    timings["data"] = time.perf_counter() - t0
+    visual = teacher.visual
+    params = count_parameters(visual)
+    variants = [_visual_variant("teacher fp32 (torch)", visual)]
+    variants[0].params = params
+
+    t = time.perf_counter()
+    q = quantize_dynamic_int8(visual)
+    variants.append(Variant("teacher int8 dyn (torch)", q, params, model_size_mb(q)))
+    variants += _onnx_variants("teacher", visual, params, workdir, probe, None, cfg.threads)
+    timings["quantize+export teacher"] = time.perf_counter() - t
+    log(f"teacher: quantized and exported ({timings['quantize+export teacher']:.1f} s)")
+
+    t = time.perf_counter()
+    calib = pool.images[:256]
+    pruned = prune_vit(visual, cfg.prune_ratio, cfg.prune_ratio, calibration=calib)
+    finetune_visual(pruned, pool, cfg.finetune_steps, cfg.finetune_lr, cfg.batch_size, seed=cfg.seed)
+    timings["prune+finetune"] = time.perf_counter() - t
+    tag = f"pruned {round(100 * cfg.prune_ratio)}% + FT"
+    variants.append(_visual_variant(f"{tag} (torch)", pruned))
+    variants += _onnx_variants(tag, pruned, count_parameters(pruned), workdir, probe, None, cfg.threads)[:1]
+    log(f"structured pruning + {cfg.finetune_steps} fine-tuning steps ({timings['prune+finetune']:.1f} s)")
+
+    t = time.perf_counter()
+    student = make_student(teacher, cfg.student, calibration=calib)
+    distill_clip(student, pool, DistillConfig(steps=cfg.distill_steps, batch_size=cfg.batch_size, seed=cfg.seed))
+    student_clf = zero_shot_classifier(student, tokenizer, probe.classnames)
+    timings["distill"] = time.perf_counter() - t
+    s_params = count_parameters(student.visual)
+    variants.append(_visual_variant("student fp32 (torch)", student.visual, student_clf))
+    variants += _onnx_variants("student", student.visual, s_params, workdir, probe, student_clf, cfg.threads)
+    log(f"student distilled for {cfg.distill_steps} steps ({timings['distill']:.1f} s)")
+    models = {"teacher": teacher, "pruned": pruned, "student": student}
+    return PipelineResult(variants, models, timings, pool, probe)
+
+
+def measure_variants(
+    variants: list[Variant],
+    probe: ZeroShotProbe,
+    batch_sizes: tuple[int, ...] = (1, 64),
+    repeats: int = 15,
+    baseline: str | None = None,
+) -> list[dict[str, object]]:
+    """One row per variant: ``params``, ``size_mb``, ``b{B}_ms`` (median latency) and
+    ``b{B}_speedup`` (vs ``baseline``, default the first variant) for each batch size,
+    ``throughput`` (images/s at the largest batch), ``accuracy`` (%) and ``cosine`` to the
+    reference features (NaN for students, whose embedding space differs)."""
+    if not variants:
+        raise ValueError("no variants to measure")
+    baseline = baseline or variants[0].name
+    lat = latency_table({v.name: v.encoder for v in variants}, batch_sizes, tuple(probe.images.shape[1:]), repeats=repeats)
+    rows = []
+    for v in variants:
+        scores = probe.evaluate(v.encoder, v.classifier)
+        row: dict[str, object] = {"variant": v.name, "params": v.params, "size_mb": v.size_mb}
+        for b in batch_sizes:
+            row[f"b{b}_ms"] = 1e3 * lat[v.name][b].median
+            row[f"b{b}_speedup"] = lat[baseline][b].median / lat[v.name][b].median
+        row["throughput"] = lat[v.name][max(batch_sizes)].throughput
+        row["accuracy"] = 100 * scores["accuracy"]
+        row["cosine"] = scores["cosine"] if v.classifier is None else math.nan
+        rows.append(row)
+    return rows
+
+
+def student_vs_scratch(
+    teacher: nn.Module,
+    tokenizer: Callable,
+    pool: TeacherPool,
+    probe: ZeroShotProbe,
+    spec: StudentSpec,
+    steps: int,
+    batch_size: int = 128,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Accuracy (%) of the same student architecture trained for ``steps`` steps three
+    ways: distilled from inherited weights, contrastive from inherited weights (no
+    teacher signal), and contrastive from random weights (from scratch)."""
+    from .distillation import random_student
+
+    out = {}
+    runs = {
+        "distilled (inherited init)": (make_student(teacher, spec, pool.images[:256]), DistillConfig(steps=steps, batch_size=batch_size, seed=seed)),
+        "contrastive (inherited init)": (
+            make_student(teacher, spec, pool.images[:256]),
+            DistillConfig(steps=steps, batch_size=batch_size, seed=seed, relational_weight=0, feature_weight=0, contrastive_weight=1),
+        ),
+        "from scratch (random init)": (
+            random_student(spec, seed),
+            DistillConfig(steps=steps, batch_size=batch_size, seed=seed, relational_weight=0, feature_weight=0, contrastive_weight=1),
+        ),
+    }
+    for name, (student, cfg) in runs.items():
+        distill_clip(student, pool, cfg)
+        out[name] = 100 * probe.evaluate_clip(student, tokenizer)["accuracy"]
+    return out
+
+
+def gradual_vs_oneshot(
+    visual: nn.Module,
+    pool: TeacherPool,
+    probe: ZeroShotProbe,
+    target_sparsity: float,
+    steps: int,
+    lr: float = 1e-3,
+    batch_size: int = 128,
+    ramp_fraction: float = 0.6,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Unstructured global magnitude pruning to ``target_sparsity`` two ways, with the
+    same number of fine-tuning steps:
+
+    * one-shot: prune at once, then fine-tune ``steps`` steps (pruned weights stay zero);
+    * gradual: the cubic schedule ramps from 0 to the target over the first
+      ``ramp_fraction`` of the steps (re-pruning every ``steps // 20``), fine-tuning throughout.
+
+    Returns ``{"one-shot": {...}, "gradual": {...}}`` with ``accuracy`` (%),
+    ``accuracy_before_ft`` (one-shot only) and the final ``sparsity``.
+    """
+    from .pruning import GradualPruner, magnitude_masks, apply_masks, sparsity
+
+    out: dict[str, dict[str, float]] = {}
+    oneshot = unfuse_attention(visual)
+    masks = magnitude_masks(oneshot, target_sparsity, "global")
+    apply_masks(oneshot, masks)
+    before = 100 * probe.evaluate(oneshot)["accuracy"]
+    finetune_visual(oneshot, pool, steps, lr, batch_size, seed=seed, after_step=lambda _: apply_masks(oneshot, masks))
+    out["one-shot"] = {"accuracy": 100 * probe.evaluate(oneshot)["accuracy"], "accuracy_before_ft": before, "sparsity": sparsity(oneshot)}
+
+    gradual = unfuse_attention(visual)
+    end = max(1, round(ramp_fraction * steps))
+    pruner = GradualPruner(gradual, target_sparsity, begin_step=0, end_step=end, frequency=max(1, steps // 20))
+    finetune_visual(gradual, pool, steps, lr, batch_size, seed=seed, before_step=pruner.update, after_step=lambda _: pruner.enforce())
+    out["gradual"] = {"accuracy": 100 * probe.evaluate(gradual)["accuracy"], "accuracy_before_ft": math.nan, "sparsity": sparsity(gradual)}
+    return out
