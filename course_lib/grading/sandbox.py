@@ -183,7 +183,7 @@ def _world_readable(path: str) -> bool:
 
 def _drop_privileges(uid: int) -> str:
     """Switch a root worker to an unused uid. Returns the isolation level reached."""
-    if not hasattr(os, "geteuid") or os.geteuid() != 0 or os.environ.get("COURSE_GRADE_KEEP_UID"):
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
         return "same-uid"
     keep_read = bool(_cap_permitted() & (1 << _CAP_DAC_READ_SEARCH))
     if not keep_read:
@@ -337,6 +337,7 @@ def _zygote_entry() -> None:
 
 def _preload() -> None:
     """Import what workers will need, so that each fork starts ready."""
+    import gc
     import importlib
 
     for name in ("torch", "torch.nn", "torch.nn.functional", "numpy", "math", "random", "heapq", "bisect",
@@ -347,6 +348,7 @@ def _preload() -> None:
             importlib.import_module(name)
         except Exception:  # pragma: no cover
             pass
+    gc.freeze()  # workers inherit these objects; their garbage collections skip them
 
 
 class Zygote:
@@ -786,7 +788,6 @@ class Sandbox:
         self._pid, self._sock, self._tmpdir = pid, sock, tmpdir
         self._sink = _OutputSink(out_fd)
         self._sink.start()
-        self.generation += 1
         try:
             ready = self._receive(time.monotonic() + self.call_timeout, "importing the module")
         except SubmissionError as exc:
@@ -818,6 +819,8 @@ class Sandbox:
         self._cleanup()
 
     def _cleanup(self) -> None:
+        if self._pid is not None:
+            self.generation += 1  # objects living in the old worker are gone
         if self._sock is not None:
             try:
                 self._sock.close()

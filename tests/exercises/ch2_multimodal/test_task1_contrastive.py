@@ -121,12 +121,13 @@ def test_clip_loss_is_stable_at_large_scale(impl):
 @pytest.mark.points(2)
 def test_siglip_hand_worked(impl):
     eye = torch.eye(2)
-    value = _scalar(impl.siglip_loss(eye, eye, 10.0, -10.0), "siglip_loss")
-    # positives: logit 10 - 10 = 0 -> -logsigmoid(0) = ln 2; negatives: logit -10, label -1 -> -logsigmoid(10)
-    expected = (2 * math.log(2) + 2 * math.log1p(math.exp(-10))) / 2
-    assert abs(value - expected) < 1e-6, (
-        f"with image = text = identity (B=2), scale 10, bias -10: two positives with logit 0 and two negatives with "
-        f"logit -10 give (2 ln 2 + 2 ln(1 + e^-10)) / B = {expected:.6f}; got {value:.6f}")
+    value = _scalar(impl.siglip_loss(eye, eye, 10.0, -5.0), "siglip_loss")
+    # positives: logit 10 - 5 = 5, label +1; negatives: logit 0 - 5 = -5, label -1: each costs -logsigmoid(5)
+    expected = 4 * math.log1p(math.exp(-5)) / 2
+    assert abs(value - expected) < 1e-7, (
+        f"with image = text = identity (B=2), scale 10, bias -5: two positives with logit 5 and two negatives with "
+        f"logit -5 (label -1) each cost ln(1 + e^-5), so the loss is 4 ln(1 + e^-5) / B = {expected:.6f}; "
+        f"got {value:.6f}")
 
 
 @pytest.mark.points(3)
