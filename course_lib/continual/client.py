@@ -12,9 +12,11 @@ changes abruptly, and :func:`run_stream` plays it against the service predict-th
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,6 +28,15 @@ import httpx
 import numpy as np
 
 from ..data import load_digits_split
+
+
+NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+
+
+def http_client(timeout: float = 30.0) -> httpx.Client:
+    """An ``httpx.Client`` with ``TCP_NODELAY`` (no Nagle delay between a request's header
+    and body segments, which otherwise costs ~40 ms per request with delayed ACKs)."""
+    return httpx.Client(timeout=timeout, transport=httpx.HTTPTransport(socket_options=NODELAY))
 
 
 class ServerProcess:
@@ -65,7 +76,9 @@ class ServerProcess:
                 if meta.get("pid") == self.proc.pid:
                     self.url = f"http://{meta['host']}:{meta['port']}"
                     try:
-                        if httpx.get(self.url + "/healthz", timeout=2.0).status_code == 200:
+                        with http_client(2.0) as c:
+                            ok = c.get(self.url + "/healthz").status_code == 200
+                        if ok:
                             return self
                     except httpx.HTTPError:
                         pass
@@ -98,6 +111,16 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.kill()
 
+    @contextlib.contextmanager
+    def guard(self):
+        """``with server.guard(): ...`` stops the server if the block raises (then re-raises),
+        so a failing notebook cell does not leave it running."""
+        try:
+            yield self
+        except BaseException:
+            self.stop()
+            raise
+
     def __enter__(self) -> "ServerProcess":
         return self.start()
 
@@ -113,11 +136,12 @@ def wait_until(url: str, predicate, timeout: float = 30.0, interval: float = 0.0
     """
     end = time.time() + timeout
     last: dict[str, Any] = {}
-    while time.time() < end:
-        last = httpx.get(url + "/metrics", timeout=5.0).json()
-        if predicate(last):
-            return last
-        time.sleep(interval)
+    with http_client(5.0) as c:
+        while time.time() < end:
+            last = c.get(url + "/metrics").json()
+            if predicate(last):
+                return last
+            time.sleep(interval)
     raise TimeoutError(f"condition not met within {timeout} s; last metrics: {last}")
 
 
@@ -177,7 +201,7 @@ def run_stream(url: str, stream: Stream, batch: int = 1, client: httpx.Client | 
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     own = client is None
-    client = client or httpx.Client(timeout=30.0)
+    client = client or http_client()
     correct, version, ids = [], [], []
     try:
         for s in range(0, len(stream.y), batch):
@@ -203,3 +227,160 @@ def windowed_accuracy(correct: np.ndarray, window: int = 50) -> np.ndarray:
         raise ValueError(f"window must be in [1, {len(c)}], got {window}")
     s = np.concatenate([[0.0], np.cumsum(c)])
     return (s[window:] - s[:-window]) / window
+
+
+# ---------------------------------------------------------------------- load and crash trials
+def load_test(url: str, x: np.ndarray, clients: int = 50, requests_per_client: int = 40,
+              timeout: float = 120.0) -> dict[str, float]:
+    """``clients`` concurrent keep-alive connections, each sending ``requests_per_client``
+    single-row ``POST /predict`` requests back to back.
+
+    The load generator is a minimal asyncio HTTP/1.1 client (one connection per client)
+    so that it costs far less CPU than the server it measures; latency is measured per
+    request at the client, from sending the request to reading the whole response.
+
+    Returns ``{"requests", "errors", "seconds", "predictions_per_s", "p50_ms", "p99_ms"}``.
+    """
+    import asyncio
+
+    if clients < 1 or requests_per_client < 1:
+        raise ValueError("clients and requests_per_client must be >= 1")
+    host, port = url.split("//", 1)[1].rsplit(":", 1)
+    bodies = [json.dumps({"x": row.tolist()}).encode() for row in np.asarray(x, dtype=np.float32)]
+
+    def request(body: bytes) -> bytes:
+        return (f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+    async def one(k: int, latencies: list[float], errors: list[str]) -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            for j in range(requests_per_client):
+                t0 = time.perf_counter()
+                writer.write(request(bodies[(k * 31 + j) % len(bodies)]))
+                await writer.drain()
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                length = next(int(v.split(":", 1)[1]) for v in lines if v.lower().startswith("content-length:"))
+                await reader.readexactly(length)
+                if " 200 " not in lines[0] + " ":
+                    errors.append(lines[0])
+                    continue
+                latencies.append(time.perf_counter() - t0)
+        finally:
+            writer.close()
+
+    async def main() -> tuple[list[float], list[str], float]:
+        latencies: list[float] = []
+        errors: list[str] = []
+        t0 = time.perf_counter()
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(*(one(k, latencies, errors) for k in range(clients)), return_exceptions=True), timeout)
+        errors += [repr(o) for o in outcomes if isinstance(o, BaseException)]
+        return latencies, errors, time.perf_counter() - t0
+
+    latencies, errors, seconds = asyncio.run(main())
+    lat = np.array(latencies) * 1e3
+    return {"requests": float(len(lat)), "errors": float(len(errors)), "seconds": seconds,
+            "predictions_per_s": len(lat) / seconds,
+            "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+            "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan")}
+
+
+@dataclass
+class CrashReport:
+    """Outcome of :func:`crash_recovery_trial`.
+
+    Attributes:
+        acknowledged: feedback items answered 200 before the kill.
+        killed_updating: the server reported an update in progress just before the kill.
+        killed_version: the served model version at the kill.
+        missing: acknowledged ids absent from the database after the restart.
+        corrupted: acknowledged ids whose stored features or label differ from what was sent.
+        watermark, max_acknowledged: learned-up-to id after the restart vs the largest acknowledged id.
+        restored: the restarted server loaded a checkpoint.
+        version_after: model version once everything was learned.
+        accuracy_on_acknowledged: the restarted model's accuracy on the acknowledged items.
+        recovery_seconds: restart until every acknowledged item was learned.
+    """
+
+    acknowledged: int
+    killed_updating: bool
+    killed_version: int
+    missing: list[int]
+    corrupted: list[int]
+    watermark: int
+    max_acknowledged: int
+    restored: bool
+    version_after: int
+    accuracy_on_acknowledged: float
+    recovery_seconds: float
+
+
+def crash_recovery_trial(data_dir: str | Path, x: np.ndarray, y: np.ndarray, options: Sequence[str] = (),
+                         writers: int = 3, min_acknowledged: int = 40, timeout: float = 60.0) -> CrashReport:
+    """Start the service, send labelled feedback from ``writers`` threads, ``kill -9`` it
+    while an update is running (after at least one checkpoint), restart it on the same
+    folder, wait until it learned everything acknowledged, and check the database.
+
+    Args:
+        data_dir: an empty folder for the service.
+        x, y: Digits features float32 ``[n, 64]`` and labels ``[n]`` to send.
+        options: extra ``course-serve`` options (make updates long enough to be caught).
+    """
+    import sqlite3
+    import threading
+
+    data_dir = Path(data_dir)
+    acked: dict[int, int] = {}
+    stop, lock = threading.Event(), threading.Lock()
+    url_box: list[str] = []
+
+    def writer(offset: int) -> None:
+        with http_client(10.0) as c:
+            i = offset
+            while not stop.is_set():
+                try:
+                    r = c.post(url_box[0] + "/feedback", json={"x": x[i].tolist(), "label": int(y[i])})
+                except httpx.HTTPError:
+                    return  # the server is gone: this item was never acknowledged
+                if r.status_code == 200:
+                    with lock:
+                        acked[r.json()["id"]] = i
+                i = (i + writers) % len(x)
+
+    srv = ServerProcess(data_dir, options).start()
+    threads = [threading.Thread(target=writer, args=(k,), daemon=True) for k in range(writers)]
+    try:
+        url_box.append(srv.url)
+        for t in threads:
+            t.start()
+        wait_until(srv.url, lambda m: m["model_version"] >= 1 and len(acked) >= min_acknowledged,
+                   timeout=timeout, interval=0.02)
+        m = wait_until(srv.url, lambda m: m["updating"], timeout=timeout, interval=0.005)
+        srv.kill()
+    finally:
+        stop.set()
+        srv.stop()
+    for t in threads:
+        t.join(timeout=15)
+    with lock:
+        acked_now = dict(acked)
+    max_acked = max(acked_now)
+    t0 = time.time()
+    with ServerProcess(data_dir, options) as again:
+        after = wait_until(again.url, lambda mm: mm["watermark"] >= max_acked, timeout=timeout)
+        recovery = time.time() - t0
+        idx = np.array(list(acked_now.values()))
+        preds = []
+        with http_client() as c:
+            for s in range(0, len(idx), 200):
+                preds += c.post(again.url + "/predict", json={"x": x[idx[s : s + 200]].tolist()}).json()["predictions"]
+    with sqlite3.connect(f"file:{data_dir / 'feedback.sqlite3'}?mode=ro", uri=True) as db:
+        rows = {r[0]: r[1:] for r in db.execute("SELECT id, x, label FROM feedback")}
+    missing = [fid for fid in acked_now if fid not in rows]
+    corrupted = [fid for fid, i in acked_now.items() if fid in rows and (
+        rows[fid][1] != int(y[i]) or not np.array_equal(np.frombuffer(rows[fid][0], dtype=np.float32), x[i]))]
+    return CrashReport(len(acked_now), bool(m["updating"]), int(m["model_version"]), missing, corrupted,
+                       int(after["watermark"]), max_acked, bool(after["restored_from_checkpoint"]),
+                       int(after["model_version"]), float(np.mean(np.array(preds) == y[idx])), recovery)

@@ -69,7 +69,7 @@ class Protocol:
 
 
 PROTOCOLS: dict[str, Protocol] = {
-    "quick": Protocol(hidden=100, iterations=60, seeds=(0, 1, 2), progressive_hidden=50),
+    "quick": Protocol(hidden=100, iterations=30, seeds=(0, 1, 2), progressive_hidden=50),
     "full": Protocol(),
 }
 
@@ -203,3 +203,35 @@ def sweep(kind: str, name: str, values: Sequence[float], param: str, proto: Prot
         fgt, _ = summarize([100 * m["forgetting"] for m in ms])
         rows.append({"value": v, "average_accuracy": acc, "average_accuracy_std": acc_std, "forgetting": fgt})
     return rows
+
+
+def ewc_step_times(hidden: int, rounds: int = 30, repeats: int = 5, lam: float = 1e4) -> dict[str, dict[str, float]]:
+    """Time one training step (domain-IL Split-Digits, batch 128, after three consolidated
+    tasks): a plain step, fused EWC and EWC with the penalty in the loss.
+
+    The variants are timed in interleaved rounds (a few steps each), so neighbours share the
+    same background load; each round gives a ratio to the plain step of that round.
+
+    Returns ``{variant: {"ms": median step time, "ratio": median per-round ratio to plain}}``.
+    """
+    from .. import config as cfg
+    from .strategies import EWC, Naive
+
+    sc = split_digits_scenario("domain")
+    learners = {}
+    for name, strategy in (("plain", Naive()), ("ewc (fused)", EWC(lam, fused=True)),
+                           ("ewc (penalty in loss)", EWC(lam, fused=False))):
+        learner = ContinualLearner(sc, strategy, TrainConfig(iterations=5), seed=0, model=lambda: mlp(64, 2, hidden))
+        for exp in sc.experiences[:3]:
+            learner.train_task(exp)
+        learner.task_index = 3
+        learner.model.train()
+        learners[name] = (learner, learner.sample_batch(strategy.training_set(learner, sc.experiences[3])))
+    times: dict[str, list[float]] = {name: [] for name in learners}
+    for _ in range(rounds):
+        for name, (learner, batch) in learners.items():
+            r = cfg.benchmark(lambda: learner.train_step(batch), warmup=1, repeats=repeats, inference=False)
+            times[name].append(r.median)
+    plain = np.array(times["plain"])
+    return {name: {"ms": 1e3 * float(np.median(v)), "ratio": float(np.median(np.array(v) / plain))}
+            for name, v in times.items()}

@@ -57,7 +57,8 @@ class OnlineConfig:
         max_batch: at most this many new items per update.
         steps_per_update: optimiser steps per update.
         batch_size: new items per step (sampled from the update's items).
-        replay_capacity, replay_batch: reservoir memory size and replayed items per step.
+        replay_capacity, replay_batch: reservoir memory size and replayed items per step
+            (``replay_batch=0``: no replay).
         ewc_lambda, ewc_gamma: online-EWC guard strength and Fisher decay (0 = no guard).
         fisher_samples: memory items used to estimate the Fisher after each update.
         seed: initialisation and sampling seed.
@@ -85,6 +86,8 @@ class OnlineConfig:
             raise ValueError(f"sizes and counts must be >= 1: {self}")
         if self.min_batch > self.max_batch:
             raise ValueError(f"min_batch ({self.min_batch}) must be <= max_batch ({self.max_batch})")
+        if self.replay_batch < 0:
+            raise ValueError(f"replay_batch must be >= 0, got {self.replay_batch}")
         if self.lr <= 0 or self.max_wait < 0 or self.ewc_lambda < 0 or not 0 < self.ewc_gamma <= 1:
             raise ValueError(f"need lr > 0, max_wait >= 0, ewc_lambda >= 0, 0 < ewc_gamma <= 1: {self}")
 
@@ -227,7 +230,7 @@ class OnlineLearner:
         for _ in range(cfg.steps_per_update):
             idx = torch.randint(0, len(x), (min(cfg.batch_size, len(x)),), generator=self._gen)
             loss = F.cross_entropy(model(x[idx]), y[idx])
-            if len(self.buffer):
+            if len(self.buffer) and cfg.replay_batch > 0:
                 xr, yr = self.buffer.sample(cfg.replay_batch)
                 loss = loss + F.cross_entropy(model(xr), yr)
             if cfg.ewc_lambda > 0 and self.guard.num_tasks:

@@ -224,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle delay on small responses
     sock.bind((args.host, args.port))
     sock.listen(1024)
     host, port = sock.getsockname()[:2]

@@ -267,8 +267,13 @@ class ContinualLearner:
         """Test accuracy on one experience (``seen``: tasks trained, default so far)."""
         return (self.predict(exp.x_test, exp.task_id, seen) == exp.y_test).float().mean().item()
 
-    def fit(self) -> ContinualResult:
-        """Train on every task in order; evaluate on every task after each one."""
+    def fit(self, keep_states: bool = False) -> ContinualResult:
+        """Train on every task in order; evaluate on every task after each one.
+
+        Args:
+            keep_states: also keep a copy of the model's ``state_dict`` before training and
+                after each task, in ``result.extra["states"]`` (``T + 1`` entries).
+        """
         exps = self.scenario.experiences
         n = len(exps)
         acc = np.zeros((n, n))
@@ -276,12 +281,15 @@ class ContinualLearner:
         for j, exp in enumerate(exps):  # untrained network, evaluated like acc[j-1, j]
             baseline[j] = self._evaluate_future(exp, seen=j)
         times = []
+        states = [copy.deepcopy(self.model.state_dict())] if keep_states else []
         for i, exp in enumerate(exps):
             times.append(self.train_task(exp))
             for j, other in enumerate(exps):
                 acc[i, j] = self._evaluate_future(other, seen=i + 1) if j > i else self.evaluate(other, seen=i + 1)
+            if keep_states:
+                states.append(copy.deepcopy(self.model.state_dict()))
         return ContinualResult(self.scenario.name + "/" + self.scenario.kind, self.strategy.describe(),
-                               self.seed, acc, baseline, times)
+                               self.seed, acc, baseline, times, {"states": states} if keep_states else {})
 
     def _evaluate_future(self, exp: Experience, seen: int) -> float:
         """Accuracy on a task not trained yet. A progressive network has no column for it
@@ -393,12 +401,13 @@ class EWC(Strategy):
         if not self.fused or self._fused_state is None:
             return
         params, importance, anchor = self._fused_state
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        diff = torch._foreach_sub(params, anchor)
-        torch._foreach_mul_(diff, importance)
-        torch._foreach_add_(grads, diff, alpha=self.lam)
-        for p, g in zip(params, grads):
-            p.grad = g
+        with torch.no_grad():
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            diff = torch._foreach_sub(params, anchor)
+            torch._foreach_mul_(diff, importance)
+            torch._foreach_add_([p.grad for p in params], diff, alpha=self.lam)
 
     def after_task(self, learner: ContinualLearner, exp: Experience) -> None:
         n = len(exp.y_train) if self.fisher_samples is None else min(self.fisher_samples, len(exp.y_train))
