@@ -19,10 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-from .proxy import submission_root
 from .report import format_class_table, format_failures, format_table, write_csv, write_json
 from .runner import DEFAULT_TIMEOUT, Grader, UsageError, default_submission, find_tests_dir
-from .tasks import TASK_IDS, TASKS, find_task
+from .tasks import TASK_IDS, TASKS, find_task, submission_root
 
 
 class _Parser(argparse.ArgumentParser):

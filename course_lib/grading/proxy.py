@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .sandbox import DEFAULT_CALL_TIMEOUT, Sandbox, SubmissionError
+from .tasks import submission_root
 from .transport import Handle
 
 IMPL_ENV = "COURSE_IMPL"
@@ -32,15 +33,6 @@ def resolve_impl_root(value: str | None, repo_root: Path) -> Path:
     if not path.is_absolute():
         path = Path.cwd() / path
     return submission_root(path)
-
-
-def submission_root(path: Path) -> Path:
-    """A submission folder is laid out like ``exercises/``; accept a repo copy holding one."""
-    path = path.resolve()
-    if not any((path / ch).is_dir() for ch in ("ch1_compression", "ch2_multimodal", "ch3_continual")):
-        if (path / "exercises").is_dir():
-            return path / "exercises"
-    return path
 
 
 def call_timeout_from_env(default: float = DEFAULT_CALL_TIMEOUT) -> float:

@@ -241,7 +241,7 @@ def _run_child(spec: dict, write_fd: int, forked: bool) -> None:
         torch.set_num_threads(1)
         gc.freeze()  # the preloaded libraries are permanent: garbage collections skip them
         # no:unraisableexception - its gc.collect() calls at exit cost ~1 s per task with torch loaded
-        args = [*spec["files"], "-q", "-p", "no:cacheprovider", "-p", "no:unraisableexception", "-o", "addopts=",
+        args = [*spec["files"], "-q", "--tb=no", "-p", "no:cacheprovider", "-p", "no:unraisableexception", "-o", "addopts=",
                 "--rootdir", spec["rootdir"], "-o", "console_output_style=classic", "-W", "ignore::DeprecationWarning"]
         if spec.get("collect_only"):
             args.append("--collect-only")

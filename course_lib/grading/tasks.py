@@ -8,6 +8,7 @@ A task id is the task's path without ``.py`` relative to ``exercises/``, e.g.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -63,3 +64,12 @@ def find_task(name: str) -> Task:
         if key in (task.id, task.name):
             return task
     raise KeyError(name)
+
+
+def submission_root(path: Path) -> Path:
+    """A submission folder is laid out like ``exercises/``; accept a course copy holding one."""
+    path = Path(path).resolve()
+    if not any((path / ch).is_dir() for ch in ("ch1_compression", "ch2_multimodal", "ch3_continual")):
+        if (path / "exercises").is_dir():
+            return path / "exercises"
+    return path
