@@ -131,7 +131,8 @@ def _param_grads_of(out: Any, model: nn.Module, grad_output=None) -> dict:
                 "error": "the result is not connected to the parameters in the autograd graph"}
     g = torch.ones_like(out) if grad_output is None else grad_output.to(out.dtype)
     grads = torch.autograd.grad(out, [p for _, p in params], grad_outputs=g, allow_unused=True)
-    return {"value": out.detach(), "grads": {n: (None if v is None else v.detach()) for (n, _), v in zip(params, grads)}}
+    named = {n: (None if v is None else v.detach()) for (n, _), v in zip(params, grads)}
+    return {"value": out.detach(), "grads": named}
 
 
 def call_with_param_grads(state, name: str, args: list, kwargs: dict, model: nn.Module, grad_output=None) -> dict:
@@ -197,7 +198,9 @@ def reservoir_trials(state, capacity: int, batch_sizes: list[int], seeds: list[i
         xs, ys = buf.sample(capacity)
         xs = torch.as_tensor(xs)
         ys = torch.as_tensor(ys)
-        got = xs[:, 0].round().to(torch.int64) if xs.ndim == 2 and xs.shape[0] > 0 else torch.zeros(0, dtype=torch.int64)
+        got = torch.zeros(0, dtype=torch.int64)
+        if xs.ndim == 2 and xs.shape[0] > 0:
+            got = xs[:, 0].round().to(torch.int64)
         sizes.append(int(got.numel()))
         ids[r, : min(capacity, got.numel())] = got[:capacity]
         expected_rows = x_all[got.clamp(0, max(total - 1, 0))] if total else xs

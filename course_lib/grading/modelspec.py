@@ -64,7 +64,8 @@ def build(name: str, **kwargs) -> nn.Module:
     return ARCHITECTURES[name](**kwargs)
 
 
-def build_with_state(name: str, kwargs: dict, state: dict[str, torch.Tensor], dtype: torch.dtype | None = None) -> nn.Module:
+def build_with_state(name: str, kwargs: dict, state: dict[str, torch.Tensor],
+                     dtype: torch.dtype | None = None) -> nn.Module:
     model = build(name, **kwargs)
     if dtype is not None:
         model = model.to(dtype)

@@ -18,7 +18,7 @@ from typing import Any
 
 from .sandbox import DEFAULT_CALL_TIMEOUT, Sandbox, SubmissionError
 from .tasks import submission_root
-from .transport import Handle
+from .transport import Handle, map_leaves
 
 IMPL_ENV = "COURSE_IMPL"
 TIMEOUT_ENV = "COURSE_CALL_TIMEOUT"
@@ -67,28 +67,18 @@ class RemoteModule:
 
     def _wrap(self, value: Any) -> Any:
         """Turn handles inside a decoded value into RemoteObjects."""
-        if isinstance(value, Handle):
-            return RemoteObject(self, value, self._sandbox.generation)
-        if isinstance(value, list):
-            return [self._wrap(v) for v in value]
-        if isinstance(value, tuple):
-            return tuple(self._wrap(v) for v in value)
-        if isinstance(value, dict):
-            return {k: self._wrap(v) for k, v in value.items()}
-        return value
+        generation = self._sandbox.generation
+        return map_leaves(value, lambda v: RemoteObject(self, v, generation) if isinstance(v, Handle) else v)
 
     def _unwrap(self, value: Any) -> Any:
         """Turn RemoteObjects inside arguments back into handles."""
-        if isinstance(value, RemoteObject):
-            value._check_alive()
-            return value._handle
-        if isinstance(value, list):
-            return [self._unwrap(v) for v in value]
-        if isinstance(value, tuple):
-            return tuple(self._unwrap(v) for v in value)
-        if isinstance(value, dict):
-            return {k: self._unwrap(v) for k, v in value.items()}
-        return value
+        def leaf(v: Any) -> Any:
+            if isinstance(v, RemoteObject):
+                v._check_alive()
+                return v._handle
+            return v
+
+        return map_leaves(value, leaf)
 
     def _call(self, message: dict, args: tuple, kwargs: dict, what: str, check_mutation: bool = True) -> Any:
         message = dict(message, args=self._unwrap(list(args)), kwargs=self._unwrap(dict(kwargs)),

@@ -31,9 +31,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from .tasks import TASKS, Task
+from .tasks import Task
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PACKAGE_ROOT = PACKAGE_DIR.parents[1]  # the folder holding course_lib/ (the repo root in a checkout)
@@ -128,11 +127,16 @@ def default_submission() -> Path:
 
 
 class Snapshot:
-    """In-memory copy of trusted files; ``check_and_restore`` undoes any change."""
+    """In-memory copy of trusted files; ``check_and_restore`` undoes any change.
 
-    def __init__(self, roots: list[Path], patterns: tuple[str, ...] = ("*.py",)):
+    ``roots`` are folders (their ``*.py`` files, added files included) or single files;
+    ``absent`` are paths that must not appear (e.g. a conftest.py above the tests).
+    """
+
+    def __init__(self, roots: list[Path], patterns: tuple[str, ...] = ("*.py",), absent: list[Path] = ()):
         self.roots = [r for r in roots if r.exists()]
         self.patterns = patterns
+        self.absent = [p for p in absent if not p.exists()]
         self.files = self._scan()
 
     def _paths(self) -> set[Path]:
@@ -151,7 +155,7 @@ class Snapshot:
     def check_and_restore(self) -> list[str]:
         """Return the paths that had changed (and are now restored); [] when intact."""
         changed: list[str] = []
-        current = self._paths()
+        current = self._paths() | {p for p in self.absent if p.exists() or p.is_symlink()}
         for path in current - set(self.files):
             changed.append(f"{path} (added)")
             try:
@@ -241,8 +245,11 @@ def _run_child(spec: dict, write_fd: int, forked: bool) -> None:
         torch.set_num_threads(1)
         gc.freeze()  # the preloaded libraries are permanent: garbage collections skip them
         # no:unraisableexception - its gc.collect() calls at exit cost ~1 s per task with torch loaded
-        args = [*spec["files"], "-q", "--tb=no", "-p", "no:cacheprovider", "-p", "no:unraisableexception", "-o", "addopts=",
-                "--rootdir", spec["rootdir"], "-o", "console_output_style=classic", "-W", "ignore::DeprecationWarning"]
+        # -c: our own empty ini file (the course's pyproject.toml is not read); --confcutdir: only
+        # the conftest.py files of the graded tests are loaded, none above them
+        args = [*spec["files"], "-q", "--tb=no", "-p", "no:cacheprovider", "-p", "no:unraisableexception",
+                "-c", spec["inifile"], "--rootdir", spec["rootdir"], "--confcutdir", spec["confcutdir"],
+                "-W", "ignore::DeprecationWarning"]
         if spec.get("collect_only"):
             args.append("--collect-only")
         pytest.main(args, plugins=[Recorder(emit)])
@@ -310,6 +317,9 @@ class Grader:
         self.progress = progress or (lambda msg: None)
         self.workdir = Path(tempfile.mkdtemp(prefix="course-grade-"))
         os.chmod(self.workdir, 0o700)
+        # pytest reads only this (empty) config: nothing in the course's pyproject.toml applies
+        self._ini = self.workdir / "pytest.ini"
+        self._ini.write_text("[pytest]\n")
         self._collected: dict[str, list[tuple[str, int]]] = {}
         self._staged = 0
 
@@ -338,6 +348,7 @@ class Grader:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             log = str(self.log_dir / f"{job.label}__{job.task.id.replace('/', '__')}.log")
         return {"files": files, "env": env, "pycache": pycache, "rootdir": str(self.rootdir), "preload": preload,
+                "inifile": str(self._ini), "confcutdir": str(self.tests_dir),
                 "collect_only": collect_only, "needs_workers": not collect_only, "log": log}
 
     def _start(self, spec: dict, mode: str) -> tuple[int, int, subprocess.Popen | None]:
@@ -493,8 +504,8 @@ class Grader:
             for task in tasks:
                 job = _Job(label, stage, root, task)
                 (jobs if (stage / task.source).is_file() else missing).append((i, job))
-        snapshot = Snapshot([self.tests_dir, self.rootdir / "tests" / "conftest.py", PACKAGE_DIR,
-                             self.workdir / "submissions"])
+        snapshot = Snapshot([self.tests_dir, PACKAGE_DIR.parent, self.workdir / "submissions", self._ini],
+                            absent=[self.rootdir / "conftest.py", self.tests_dir.parent / "conftest.py"])
         self._run_jobs(jobs, outcomes, snapshot, mode)
         # the test list of each task comes from its own run; collect separately only where none ran to the end
         for job, events, _, _ in outcomes.values():
@@ -550,7 +561,7 @@ class Grader:
                     self._reap(run, block=True)
                 finished.append((i, run, ""))
             now = time.monotonic()
-            for fd, (i, run) in list(running.items()):
+            for _fd, (i, run) in list(running.items()):
                 if any(r is run for _, r, _ in finished):
                     continue
                 if now - run.started > self.timeout:
@@ -580,7 +591,7 @@ class Grader:
             elif parallel:
                 # someone among the suspects changed trusted files: stop them all and grade
                 # each of them again, alone, to find out who did it
-                for fd, (i, run) in list(running.items()):
+                for fd, (_i, run) in list(running.items()):
                     self._kill(run.pid)
                     self._reap(run, block=True)
                     os.close(fd)

@@ -28,8 +28,7 @@ Processes::
 from __future__ import annotations
 
 import ctypes
-import errno
-import io
+import functools
 import os
 import select
 import shutil
@@ -52,6 +51,7 @@ from .transport import (
     TransportError,
     decode,
     encode,
+    map_leaves,
     recv_frame,
     send_frame,
 )
@@ -229,7 +229,8 @@ def _set_limits(options: dict) -> None:
     extra = int(options.get("memory_bytes", 6 << 30))
     if extra > 0:
         try:
-            vm_kb = int(next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmSize:")).split()[1])
+            status = Path("/proc/self/status").read_text().splitlines()
+            vm_kb = int(next(line for line in status if line.startswith("VmSize:")).split()[1])
             setlim(resource.RLIMIT_AS, vm_kb * 1024 + extra)
         except (OSError, StopIteration, ValueError):
             pass
@@ -260,16 +261,22 @@ def _zygote_main(ctrl: socket.socket, parent_pid: int) -> None:
         _close_fds_except({ctrl.fileno(), 0, 1, 2})
         statuses: dict[int, int] = {}
         children: set[int] = set()
+
+        def reap(pid: int) -> bool:
+            """Record the exit status of child ``pid`` if it ended; True when it is gone."""
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                children.discard(pid)
+                return True
+            if done:
+                children.discard(pid)
+                statuses[pid] = status
+            return bool(done)
+
         while True:
             for pid in list(children):
-                try:
-                    done, status = os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    children.discard(pid)
-                    continue
-                if done:
-                    children.discard(pid)
-                    statuses[pid] = status
+                reap(pid)
             ready, _, _ = select.select([ctrl], [], [], 0.2)
             if not ready:
                 continue
@@ -288,16 +295,7 @@ def _zygote_main(ctrl: socket.socket, parent_pid: int) -> None:
             elif op == "status":
                 pid = int(request["pid"])
                 deadline = time.monotonic() + float(request.get("wait", 0.0))
-                while pid in children and time.monotonic() < deadline:
-                    try:
-                        done, status = os.waitpid(pid, os.WNOHANG)
-                    except ChildProcessError:
-                        children.discard(pid)
-                        break
-                    if done:
-                        children.discard(pid)
-                        statuses[pid] = status
-                        break
+                while pid in children and time.monotonic() < deadline and not reap(pid):
                     time.sleep(0.01)
                 send_frame(ctrl, encode({"status": statuses.get(pid)}))
             else:
@@ -489,19 +487,14 @@ class _WorkerState:
         """Replace handles by their objects and function specs by trusted callables."""
         from . import helpers
 
-        if isinstance(value, Handle):
-            if value.id not in self.handles:
-                raise KeyError(f"unknown object handle {value.id}")
-            return self.handles[value.id]
-        if isinstance(value, FnSpec):
-            return helpers.make_function(value)
-        if isinstance(value, list):
-            return [self.resolve(v) for v in value]
-        if isinstance(value, tuple):
-            return tuple(self.resolve(v) for v in value)
-        if isinstance(value, dict):
-            return {k: self.resolve(v) for k, v in value.items()}
-        return value
+        def leaf(v: Any) -> Any:
+            if isinstance(v, Handle):
+                if v.id not in self.handles:
+                    raise KeyError(f"unknown object handle {v.id}")
+                return self.handles[v.id]
+            return helpers.make_function(v) if isinstance(v, FnSpec) else v
+
+        return map_leaves(value, leaf)
 
 
 def _worker_main(sock: socket.socket, out_fd: int, request: dict, tmpdir: str, zygote_pid: int) -> None:
@@ -569,8 +562,8 @@ def _safe_send(sock: socket.socket, obj: Any, handle_for=None) -> None:
     try:
         payload = encode(obj, handle_for)
     except TransportError as exc:
-        payload = encode({"ok": False, "error": {"kind": "protocol", "type": "TransportError", "mro": ["TransportError"],
-                                                  "message": str(exc), "traceback": ""}})
+        payload = encode({"ok": False, "error": {"kind": "protocol", "type": "TransportError",
+                                                  "mro": ["TransportError"], "message": str(exc), "traceback": ""}})
     except Exception as exc:
         payload = encode({"ok": False, "error": {"kind": "protocol", "type": type(exc).__name__,
                                                   "mro": ["Exception"], "message": "could not encode the result",
@@ -660,7 +653,10 @@ def _serve(sock: socket.socket, state: _WorkerState) -> None:
             elif op == "method":
                 obj = state.handles[request["handle"]]
                 name = request["name"]
-                fn = obj if name == "__call__" else (lambda: len(obj)) if name == "__len__" else getattr(obj, name)
+                if name == "__call__":
+                    fn = obj
+                else:
+                    fn = functools.partial(len, obj) if name == "__len__" else getattr(obj, name)
             elif op == "getattr":
                 target = state.module if request.get("handle") is None else state.handles[request["handle"]]
                 value = getattr(target, request["name"])
@@ -791,7 +787,8 @@ class Sandbox:
         try:
             ready = self._receive(time.monotonic() + self.call_timeout, "importing the module")
         except SubmissionError as exc:
-            what = {"timeout": "did not finish importing", "died": "crashed while being imported"}.get(exc.kind, "failed to import")
+            what = {"timeout": "did not finish importing", "died": "crashed while being imported"}.get(
+                exc.kind, "failed to import")
             self._fatal = SubmissionError(f"{self.display_name} {what}: {exc}", "import", exc.type_name, exc.mro,
                                           exc.remote_message)
             raise self._fatal from None
@@ -882,7 +879,8 @@ class Sandbox:
             if kind == "protocol":
                 raise SubmissionError(f"{what}: {err.get('message', '')}", "protocol")
             raise SubmissionError(
-                f"{what} raised {err.get('type', '?')}: {err.get('message', '')}" + _format_tb(err.get("traceback", "")),
+                f"{what} raised {err.get('type', '?')}: {err.get('message', '')}"
+                + _format_tb(err.get("traceback", "")),
                 "raised", str(err.get("type", "")), err.get("mro", ()), str(err.get("message", "")))
         return reply
 

@@ -16,12 +16,15 @@ from .sandbox import SubmissionError
 
 __all__ = [
     "SubmissionError",
+    "describe",
     "expect_error",
     "as_tensor",
     "assert_close",
     "assert_equal_tensor",
     "as_float",
     "assert_not_mutated",
+    "as_scalar",
+    "assert_gradients",
     "fmt",
 ]
 
@@ -34,6 +37,13 @@ def fmt(t: Any, limit: int = 8) -> str:
         more = ", ..." if flat.numel() > limit else ""
         return f"[{vals}{more}] (shape {list(t.shape)}, {str(t.dtype).replace('torch.', '')})"
     return repr(t)
+
+
+def describe(value: Any) -> str:
+    """How a returned value is named in messages (objects left in the worker by their class)."""
+    if hasattr(value, "type_name") and type(value).__name__ == "RemoteObject":
+        return f"a {value.type_name} object"
+    return type(value).__name__
 
 
 def expect_error(fn: Callable, *args: Any, errors: Iterable[str] = ("ValueError",), what: str = "",
@@ -60,7 +70,7 @@ def as_tensor(value: Any, name: str, shape: tuple | list | None = None, dtype: t
               floating: bool = False) -> torch.Tensor:
     """Require a tensor (optionally of a given shape/dtype)."""
     if not isinstance(value, torch.Tensor):
-        raise AssertionError(f"{name} should be a torch.Tensor, got {type(value).__name__}")
+        raise AssertionError(f"{name} should be a torch.Tensor, got {describe(value)}")
     if shape is not None and tuple(value.shape) != tuple(shape):
         raise AssertionError(f"{name} should have shape {list(shape)}, got {list(value.shape)}")
     if dtype is not None and value.dtype != dtype:
@@ -78,7 +88,7 @@ def as_float(value: Any, name: str) -> float:
         return float(value)
     if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
         return float(value.reshape(()).item())
-    raise AssertionError(f"{name} should be a number, got {type(value).__name__}")
+    raise AssertionError(f"{name} should be a number, got {describe(value)}")
 
 
 def assert_close(actual: Any, expected: torch.Tensor, name: str, atol: float = 1e-6, rtol: float = 1e-5,
@@ -125,3 +135,31 @@ def assert_not_mutated(impl: Any, function: str) -> None:
     if impl.last_mutated:
         raise AssertionError(f"{function} modified its input(s) {', '.join(impl.last_mutated)} in place; callers "
                              "expect their tensors untouched (work on a copy or use out-of-place operations)")
+
+
+def as_scalar(value: Any, name: str) -> float:
+    """Require a 0-dim tensor (a loss) and return its value."""
+    value = as_tensor(value, name)
+    if value.dim() != 0:
+        raise AssertionError(f"{name} should be a 0-dim tensor (a scalar), got shape {list(value.shape)}")
+    return float(value)
+
+
+def assert_gradients(impl: Any, function: str, args: list, wrt: list[int], reference: Callable, names: list[str],
+                     atol: float = 1e-6, rtol: float = 1e-4) -> None:
+    """Compare d function(*args) / d args[i] (i in ``wrt``), computed next to the submission by a
+    trusted helper, with autograd through ``reference`` in float64 on this side."""
+    out = impl.helper("call_with_grad", function, list(args), {}, list(wrt))
+    if "error" in out:
+        raise AssertionError(f"{function} must be differentiable with respect to {', '.join(names)}: {out['error']} "
+                             "(avoid .item(), .detach(), torch.no_grad() and numpy on the way)")
+    full = list(args)
+    leaves = []
+    for i in wrt:
+        full[i] = args[i].detach().double().requires_grad_(True)
+        leaves.append(full[i])
+    reference(*full).backward()
+    for got, leaf, name in zip(out["grads"], leaves, names):
+        if got is None:
+            raise AssertionError(f"no gradient of {function} reached {name} (is it detached somewhere?)")
+        assert_close(got, leaf.grad, f"d {function} / d {name}", atol=atol, rtol=rtol)

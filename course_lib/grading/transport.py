@@ -176,6 +176,17 @@ def _faiss_bytes(obj: Any) -> bytes | None:
     return bytes(faiss.serialize_index(obj).tobytes())
 
 
+def map_leaves(value: Any, leaf) -> Any:
+    """Rebuild lists, tuples and dict values with ``leaf(x)`` applied to everything else."""
+    if isinstance(value, list):
+        return [map_leaves(v, leaf) for v in value]
+    if isinstance(value, tuple):
+        return tuple(map_leaves(v, leaf) for v in value)
+    if isinstance(value, dict):
+        return {k: map_leaves(v, leaf) for k, v in value.items()}
+    return leaf(value)
+
+
 def encode(obj: Any, handle_for=None) -> bytes:
     """Encode a data value into one message (see the module docstring)."""
     encoder = _Encoder(handle_for)

@@ -8,7 +8,7 @@ Check yourself with::
 
 from __future__ import annotations
 
-import math
+import math  # noqa: F401 - available for your solution
 
 import torch
 

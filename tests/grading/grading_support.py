@@ -10,7 +10,6 @@ individual tests then read its JSON report.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess

@@ -11,7 +11,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib.grading.testing import as_float, as_tensor, assert_close, assert_not_mutated, expect_error
+from course_lib.grading.testing import (
+    as_float,
+    as_scalar,
+    assert_close,
+    assert_gradients,
+    assert_not_mutated,
+    expect_error,
+)
 
 TASK = "ch1_compression/task3_distillation"
 
@@ -33,25 +40,20 @@ def _randn(shape, seed, scale=1.0):
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed)) * scale
 
 
-def _scalar(value, name):
-    value = as_tensor(value, name)
-    assert value.dim() == 0, f"{name} should be a 0-dim tensor (a scalar loss), got shape {list(value.shape)}"
-    return float(value)
-
 
 @pytest.mark.points(2)
 def test_kd_hand_worked(impl):
     s = torch.tensor([[0.0, 0.0]])
     t = torch.tensor([[math.log(3.0), 0.0]])  # teacher probabilities [0.75, 0.25], student [0.5, 0.5]
     forward_kl = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
-    value = _scalar(impl.kd_loss(s, t, 1.0), "kd_loss")
+    value = as_scalar(impl.kd_loss(s, t, 1.0), "kd_loss")
     assert abs(value - forward_kl) < 1e-5, (
         f"kd_loss([[0, 0]], [[ln 3, 0]], T=1) should be KL(teacher || student) = {forward_kl:.6f}, got {value:.6f}"
         + (" - that is KL(student || teacher); the teacher's distribution is the one you average over"
            if abs(value - (0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25))) < 1e-5 else ""))
     s2 = torch.tensor([[0.0, 0.0], [1.0, -1.0]])
     t2 = torch.tensor([[math.log(3.0), 0.0], [1.0, -1.0]])  # second row: identical, KL 0
-    value = _scalar(impl.kd_loss(s2, t2, 1.0), "kd_loss")
+    value = as_scalar(impl.kd_loss(s2, t2, 1.0), "kd_loss")
     assert abs(value - forward_kl / 2) < 1e-5, (
         f"with a second, identical row the loss should halve to {forward_kl / 2:.6f} (mean over the batch, sum "
         f"over classes), got {value:.6f}")
@@ -62,7 +64,7 @@ def test_kd_hand_worked(impl):
 def test_kd_matches_reference(impl, T):
     for seed, (b, c) in enumerate([(8, 10), (3, 5), (16, 2)]):
         s, t = _randn((b, c), seed, 2.0), _randn((b, c), seed + 100, 3.0)
-        value = _scalar(impl.kd_loss(s, t, T), "kd_loss")
+        value = as_scalar(impl.kd_loss(s, t, T), "kd_loss")
         ref = float(_kd_ref(s, t, T))
         assert abs(value - ref) <= 1e-5 * max(1.0, abs(ref)), (
             f"kd_loss for B={b}, C={c}, T={T} should be {ref:.6f}, got {value:.6f}: sum over classes, mean over "
@@ -73,7 +75,7 @@ def test_kd_matches_reference(impl, T):
 def test_kd_is_scaled_by_T_squared(impl):
     s, t = _randn((6, 7), 3), _randn((6, 7), 4, 2.0)
     for T in (1.0, 4.0):
-        value = _scalar(impl.kd_loss(s, t, T), "kd_loss")
+        value = as_scalar(impl.kd_loss(s, t, T), "kd_loss")
         ref = float(_kd_ref(s, t, T))
         assert abs(value - ref) <= 1e-5 * max(1.0, ref), (
             f"kd_loss at T={T} should be {ref:.6f}, got {value:.6f}; the loss should be scaled by T**2 - compare "
@@ -83,10 +85,10 @@ def test_kd_is_scaled_by_T_squared(impl):
 @pytest.mark.points(1)
 def test_kd_is_zero_for_identical_logits_and_never_negative(impl):
     s = _randn((5, 9), 5, 3.0)
-    value = _scalar(impl.kd_loss(s, s.clone(), 2.0), "kd_loss")
+    value = as_scalar(impl.kd_loss(s, s.clone(), 2.0), "kd_loss")
     assert abs(value) < 1e-6, f"kd_loss of identical logits should be 0, got {value}"
     for seed in range(5):
-        value = _scalar(impl.kd_loss(_randn((4, 6), seed), _randn((4, 6), seed + 50), 3.0), "kd_loss")
+        value = as_scalar(impl.kd_loss(_randn((4, 6), seed), _randn((4, 6), seed + 50), 3.0), "kd_loss")
         assert value >= -1e-6, f"a KL divergence is never negative, got {value}"
 
 
@@ -107,7 +109,7 @@ def test_kd_is_stable_for_large_logits(impl):
     s = torch.tensor([[1000.0, 0.0, -1000.0], [50.0, 20.0, -30.0]])
     t = torch.tensor([[0.0, 1000.0, -1000.0], [-30.0, 60.0, 0.0]])
     for T in (1.0, 2.0):
-        value = _scalar(impl.kd_loss(s, t, T), "kd_loss")
+        value = as_scalar(impl.kd_loss(s, t, T), "kd_loss")
         ref = float(_kd_ref(s, t, T))
         assert math.isfinite(value), (
             f"kd_loss is {value} for large logits (T={T}); softmax underflows to 0 and log(0) = -inf: use log_softmax")
@@ -127,7 +129,7 @@ def test_kd_rejects_bad_input(impl):
 def test_feature_loss_hand_worked(impl):
     s = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     t = torch.tensor([[2.0, 0.0], [1.0, 0.0], [-1.0, -1.0]])  # cosines 1, 0, -1 -> 1 - cos = 0, 1, 2
-    value = _scalar(impl.feature_distillation_loss(s, t), "feature_distillation_loss")
+    value = as_scalar(impl.feature_distillation_loss(s, t), "feature_distillation_loss")
     assert abs(value - 1.0) < 1e-6, (
         f"feature_distillation_loss should be mean(1 - cos) = (0 + 1 + 2) / 3 = 1 for this example, got {value}")
 
@@ -137,24 +139,19 @@ def test_feature_loss_matches_reference(impl):
     for seed, (b, d) in enumerate([(6, 16), (16, 3), (1, 5)]):
         s, t = _randn((b, d), seed + 20), _randn((b, d), seed + 40)
         ref = float((1 - F.cosine_similarity(s.double(), t.double(), dim=-1)).mean())
-        value = _scalar(impl.feature_distillation_loss(s, t), "feature_distillation_loss")
+        value = as_scalar(impl.feature_distillation_loss(s, t), "feature_distillation_loss")
         assert abs(value - ref) < 1e-5, (
             f"feature_distillation_loss for B={b}, D={d} should be {ref:.6f}, got {value:.6f}: cosine of each row "
             "pair (along the feature dimension), then the mean over the batch")
         scaled = s * torch.rand(b, 1, generator=torch.Generator().manual_seed(seed)).add(0.1) * 7
-        value = _scalar(impl.feature_distillation_loss(scaled, t), "feature_distillation_loss")
+        value = as_scalar(impl.feature_distillation_loss(scaled, t), "feature_distillation_loss")
         assert abs(value - ref) < 1e-5, "the loss must not depend on the lengths of the rows (it is a cosine)"
 
 
 @pytest.mark.points(1)
 def test_feature_loss_gradient(impl):
-    s, t = _randn((4, 5), 30), _randn((4, 5), 31)
-    out = impl.helper("call_with_grad", "feature_distillation_loss", [s, t], {}, [0])
-    assert "error" not in out and out["grads"][0] is not None, (
-        f"feature_distillation_loss must be differentiable with respect to the student features ({out.get('error')})")
-    leaf = s.double().requires_grad_(True)
-    (1 - F.cosine_similarity(leaf, t.double(), dim=-1)).mean().backward()
-    assert_close(out["grads"][0], leaf.grad, "d loss / d student_features", atol=1e-6, rtol=1e-4)
+    assert_gradients(impl, "feature_distillation_loss", [_randn((4, 5), 30), _randn((4, 5), 31)], [0],
+                     lambda s, t: (1 - F.cosine_similarity(s, t.double(), dim=-1)).mean(), ["student_features"])
 
 
 def _clip_inputs(seed, b=6, ds=8, dt=16):
@@ -167,7 +164,7 @@ def _clip_inputs(seed, b=6, ds=8, dt=16):
 def test_clip_distillation_matches_reference(impl, T):
     for seed in (50, 60):
         args = _clip_inputs(seed)
-        value = _scalar(impl.clip_distillation_loss(*args, T), "clip_distillation_loss")
+        value = as_scalar(impl.clip_distillation_loss(*args, T), "clip_distillation_loss")
         ref = float(_clip_ref(*args, T))
         assert abs(value - ref) <= 1e-5 * max(1.0, ref), (
             f"clip_distillation_loss (T={T}) should be {ref:.6f}, got {value:.6f}; student width 8, teacher width "
@@ -178,7 +175,7 @@ def test_clip_distillation_matches_reference(impl, T):
 def test_clip_distillation_uses_both_directions(impl):
     si, st, ti, tt = _clip_inputs(70)
     T = 0.7
-    value = _scalar(impl.clip_distillation_loss(si, st, ti, tt, T), "clip_distillation_loss")
+    value = as_scalar(impl.clip_distillation_loss(si, st, ti, tt, T), "clip_distillation_loss")
     ref = float(_clip_ref(si, st, ti, tt, T))
     n = lambda x: F.normalize(x.double(), dim=-1)  # noqa: E731
     one_way = float(_kd_ref(n(si) @ n(st).T, n(ti) @ n(tt).T, T))
@@ -190,10 +187,10 @@ def test_clip_distillation_uses_both_directions(impl):
 @pytest.mark.points(1)
 def test_clip_distillation_normalises_features(impl):
     si, st, ti, tt = _clip_inputs(80)
-    base = _scalar(impl.clip_distillation_loss(si, st, ti, tt, 1.0), "clip_distillation_loss")
+    base = as_scalar(impl.clip_distillation_loss(si, st, ti, tt, 1.0), "clip_distillation_loss")
     g = torch.Generator().manual_seed(81)
     scale = lambda x: x * (torch.rand(x.shape[0], 1, generator=g) * 10 + 0.1)  # noqa: E731
-    value = _scalar(impl.clip_distillation_loss(scale(si), scale(st), scale(ti), scale(tt), 1.0),
+    value = as_scalar(impl.clip_distillation_loss(scale(si), scale(st), scale(ti), scale(tt), 1.0),
                     "clip_distillation_loss")
     assert abs(value - base) < 1e-5 * max(1, base), (
         "clip_distillation_loss changed when rows were rescaled: L2-normalize all four feature tensors first")
@@ -202,22 +199,17 @@ def test_clip_distillation_normalises_features(impl):
 @pytest.mark.points(1)
 def test_clip_distillation_gradient(impl):
     si, st, ti, tt = _clip_inputs(90, b=4, ds=5, dt=7)
-    out = impl.helper("call_with_grad", "clip_distillation_loss", [si, st, ti, tt, 2.0], {}, [0, 1])
-    assert "error" not in out, f"clip_distillation_loss must be differentiable: {out.get('error')}"
-    leaves = [si.double().requires_grad_(True), st.double().requires_grad_(True)]
-    _clip_ref(leaves[0], leaves[1], ti, tt, 2.0).backward()
-    for got, leaf, name in zip(out["grads"], leaves, ("student_image", "student_text")):
-        assert got is not None, f"no gradient reached {name}"
-        assert_close(got, leaf.grad, f"d loss / d {name}", atol=1e-6, rtol=1e-3)
+    assert_gradients(impl, "clip_distillation_loss", [si, st, ti, tt, 2.0], [0, 1], _clip_ref,
+                     ["student_image", "student_text"], rtol=1e-3)
 
 
 @pytest.mark.points(1)
 def test_inputs_are_not_modified(impl):
     s, t = _randn((4, 6), 100), _randn((4, 6), 101)
-    value = _scalar(impl.kd_loss(s, t, 2.0), "kd_loss")
+    value = as_scalar(impl.kd_loss(s, t, 2.0), "kd_loss")
     assert_not_mutated(impl, "kd_loss")
     assert abs(value - float(_kd_ref(s, t, 2.0))) < 1e-5, "kd_loss is wrong (see the other tests)"
-    value = _scalar(impl.feature_distillation_loss(s, t), "feature_distillation_loss")
+    value = as_scalar(impl.feature_distillation_loss(s, t), "feature_distillation_loss")
     assert_not_mutated(impl, "feature_distillation_loss")
     ref = float((1 - F.cosine_similarity(s.double(), t.double(), dim=-1)).mean())
     assert abs(value - ref) < 1e-5, "feature_distillation_loss is wrong (see the other tests)"

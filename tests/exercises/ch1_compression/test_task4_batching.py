@@ -120,7 +120,7 @@ def test_schedule_of_no_requests(impl):
 @pytest.mark.points(3)
 def test_schedule_random_against_simulation(impl):
     rng = random.Random(1234)
-    for case in range(60):
+    for _ in range(60):
         n = rng.randint(1, 40)
         gaps = [rng.choice([0, 0, 1, 2, 3, 5, 8, 16, 40]) / 64 for _ in range(n)]
         arrivals = [sum(gaps[: k + 1]) for k in range(n)]
@@ -185,7 +185,7 @@ def test_latencies_are_in_request_order(impl):
 @pytest.mark.points(2)
 def test_latencies_random_against_reference(impl):
     rng = random.Random(99)
-    for case in range(40):
+    for _ in range(40):
         n = rng.randint(1, 30)
         gaps = [rng.choice([0, 1, 2, 4, 16]) / 64 for _ in range(n)]
         arrivals = [sum(gaps[: k + 1]) for k in range(n)]

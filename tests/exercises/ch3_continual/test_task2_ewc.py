@@ -12,10 +12,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from course_lib.grading import modelspec
-from course_lib.grading.testing import as_tensor, assert_close, assert_not_mutated, expect_error
+from course_lib.grading.testing import as_scalar, assert_close, assert_not_mutated, expect_error
 
 TASK = "ch3_continual/task2_ewc"
 
@@ -161,11 +160,6 @@ def _penalty_ref(model, fisher, anchor):
     return sum(float((fisher[n].double() * (params[n].detach().double() - anchor[n].double()) ** 2).sum()) for n in fisher)
 
 
-def _scalar(value, name):
-    value = as_tensor(value, name)
-    assert value.dim() == 0, f"{name} should be a 0-dim tensor, got shape {list(value.shape)}"
-    return float(value)
-
 
 @pytest.mark.points(2)
 def test_penalty_hand_worked(impl):
@@ -175,12 +169,12 @@ def test_penalty_hand_worked(impl):
         model[0].bias.copy_(torch.tensor([0.5]))
     remote = _remote(impl, model, [2, 1])
     anchor = {"0.weight": torch.zeros(1, 2), "0.bias": torch.zeros(1)}
-    value = _scalar(impl.ewc_penalty(remote, {"0.weight": torch.tensor([[0.5, 0.25]])}, anchor), "ewc_penalty")
+    value = as_scalar(impl.ewc_penalty(remote, {"0.weight": torch.tensor([[0.5, 0.25]])}, anchor), "ewc_penalty")
     assert abs(value - 1.5) < 1e-6, (
         f"ewc_penalty should be 0.5 * 1**2 + 0.25 * 2**2 = 1.5 (the bias has no Fisher entry, so it is not "
         f"penalised), got {value}")
     fisher = {"0.weight": torch.tensor([[0.5, 0.25]]), "0.bias": torch.tensor([2.0])}
-    value = _scalar(impl.ewc_penalty(remote, fisher, anchor), "ewc_penalty")
+    value = as_scalar(impl.ewc_penalty(remote, fisher, anchor), "ewc_penalty")
     assert abs(value - 2.0) < 1e-6, f"with a bias Fisher of 2: 1.5 + 2 * 0.5**2 = 2.0, got {value} (no factor 1/2)"
 
 
@@ -192,7 +186,7 @@ def test_penalty_matches_formula(impl):
         g = torch.Generator().manual_seed(seed)
         fisher = {n: torch.rand(p.shape, generator=g) for n, p in model.named_parameters()}
         anchor = {n: p.detach() for n, p in anchor_model.named_parameters()}
-        value = _scalar(impl.ewc_penalty(_remote(impl, model, sizes), fisher, anchor), "ewc_penalty")
+        value = as_scalar(impl.ewc_penalty(_remote(impl, model, sizes), fisher, anchor), "ewc_penalty")
         ref = _penalty_ref(model, fisher, anchor)
         assert abs(value - ref) < 1e-5 * ref, f"ewc_penalty should be {ref:.6f}, got {value:.6f}"
 
@@ -225,7 +219,7 @@ def test_penalty_is_zero_at_the_anchor(impl):
     model = _model(sizes, 13)
     fisher = {n: torch.rand(p.shape) + 0.5 for n, p in model.named_parameters()}
     anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
-    value = _scalar(impl.ewc_penalty(_remote(impl, model, sizes), fisher, anchor), "ewc_penalty")
+    value = as_scalar(impl.ewc_penalty(_remote(impl, model, sizes), fisher, anchor), "ewc_penalty")
     assert value == 0.0, f"at the anchor the penalty is exactly 0, got {value}"
 
 
@@ -250,7 +244,7 @@ def test_inputs_are_not_modified(impl):
     assert_not_mutated(impl, "fisher_diagonal")
     fisher = {n: torch.rand(p.shape) for n, p in model.named_parameters()}
     anchor = {n: p.detach() + 0.1 for n, p in model.named_parameters()}
-    value = _scalar(impl.ewc_penalty(remote, fisher, anchor), "ewc_penalty")
+    value = as_scalar(impl.ewc_penalty(remote, fisher, anchor), "ewc_penalty")
     assert_not_mutated(impl, "ewc_penalty")
     assert abs(value - _penalty_ref(model, fisher, anchor)) < 1e-5, "ewc_penalty is wrong (see the other tests)"
     after = impl.helper("state_dict", remote)

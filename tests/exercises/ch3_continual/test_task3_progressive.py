@@ -88,6 +88,13 @@ def _net(impl, columns, layers=2):
     return net
 
 
+def _net_with_roles(impl, columns, seed, layers=2):
+    """A net whose weights are set by shape (see the module docstring), and those weights."""
+    net, roles = _net(impl, columns, layers), _roles(seed)
+    _assign(impl, net, roles)
+    return net, roles
+
+
 def _params(impl, net):
     return {name: (shape, grad) for name, shape, grad in impl.helper("param_info", net)}
 
@@ -114,9 +121,7 @@ def test_column_zero_is_a_plain_mlp(impl):
 
 @pytest.mark.points(3)
 def test_lateral_connections(impl):
-    net = _net(impl, 3)
-    roles = _roles(3)
-    _assign(impl, net, roles)
+    net, roles = _net_with_roles(impl, 3, seed=3)
     x = _x(5, 4)
     for column in range(3):
         assert_close(as_tensor(net(x, column), f"forward(x, {column})", shape=(5, OUTS[column])),
@@ -204,9 +209,7 @@ def test_output_shapes_and_bad_columns(impl):
 
 @pytest.mark.points(1)
 def test_inputs_are_not_modified(impl):
-    net = _net(impl, 2)
-    roles = _roles(11)
-    _assign(impl, net, roles)
+    net, roles = _net_with_roles(impl, 2, seed=11)
     x = _x(3, 10)
     out = net(x, 1)
     assert_not_mutated(impl, "ProgressiveNet.forward")

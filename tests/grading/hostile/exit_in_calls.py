@@ -4,7 +4,7 @@
 import os as _os
 import sys as _sys
 
-_correct = continual_metrics
+_correct = continual_metrics  # noqa: F821 - defined by the solution this code is appended to
 
 
 def continual_metrics(acc, random_baseline=None):

@@ -5,7 +5,7 @@ import sys as _sys
 
 _sys.stdout.write("x" * 4_000_000 + "\n")
 _sys.stderr.write("y" * 4_000_000 + "\n")
-_correct = continual_metrics
+_correct = continual_metrics  # noqa: F821 - defined by the solution this code is appended to
 
 
 def continual_metrics(acc, random_baseline=None):

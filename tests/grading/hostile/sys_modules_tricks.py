@@ -9,10 +9,9 @@ trusted side still checks every value it receives, so none of this earns points.
 import sys
 import types
 
-import torch
 
 try:
-    from course_lib.grading import sandbox, transport
+    from course_lib.grading import sandbox
 
     _real_send = sandbox._safe_send
 
