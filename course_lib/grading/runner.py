@@ -354,7 +354,9 @@ class Grader:
     def _start(self, spec: dict, mode: str) -> tuple[int, int, subprocess.Popen | None]:
         read_fd, write_fd = os.pipe()
         if mode == "fork":
-            pid = os.fork()
+            from .sandbox import _fork
+
+            pid = _fork()
             if pid == 0:
                 try:
                     os.close(read_fd)

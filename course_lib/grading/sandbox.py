@@ -119,6 +119,16 @@ def make_undumpable() -> None:
     _prctl(_PR_SET_DUMPABLE, 0)
 
 
+def _fork() -> int:
+    """os.fork without Python 3.12's warning about forking with (BLAS) threads: our forks happen
+    before any tensor code runs, which is what makes them safe."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return os.fork()
+
+
 def _max_fd() -> int:
     try:
         return os.sysconf("SC_OPEN_MAX")
@@ -311,7 +321,7 @@ def _spawn_worker(ctrl: socket.socket, request: dict):
     out_read, out_write = os.pipe()
     tmpdir = tempfile.mkdtemp(prefix="course-worker-")
     zygote_pid = os.getpid()
-    pid = os.fork()
+    pid = _fork()
     if pid == 0:  # the worker
         try:
             ctrl.close()
@@ -363,7 +373,7 @@ class Zygote:
         """Fork the zygote from the current process, which must not have run tensor code yet."""
         parent_end, child_end = socket.socketpair()
         parent = os.getpid()
-        pid = os.fork()
+        pid = _fork()
         if pid == 0:
             parent_end.close()
             _zygote_main(child_end, parent)
