@@ -149,7 +149,7 @@ def corpus_bleu(references: Sequence[Sequence[Sequence[str]]], hypotheses: Seque
             for r in refs:
                 max_ref |= _ngrams(r, n)
             matches[n - 1] += sum(min(c, max_ref[g]) for g, c in counts.items())
-            totals[n - 1] += max(0, len(hyp) - n + 1)
+            totals[n - 1] += max(1, len(hyp) - n + 1)  # as nltk: at least 1
     if min(matches) == 0:
         return 0.0
     log_precision = sum(math.log(m / t) for m, t in zip(matches, totals)) / max_n

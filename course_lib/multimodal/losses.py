@@ -36,8 +36,8 @@ def _scale(logit_scale: float | torch.Tensor, name: str = "logit_scale") -> floa
     if isinstance(logit_scale, torch.Tensor):
         if logit_scale.numel() != 1:
             raise ValueError(f"{name} must be a scalar, got shape {tuple(logit_scale.shape)}")
-        if not bool(torch.isfinite(logit_scale).all()) or float(logit_scale) <= 0:
-            raise ValueError(f"{name} must be finite and > 0 (already exponentiated), got {float(logit_scale)}")
+        if not bool(torch.isfinite(logit_scale.detach()).all()) or float(logit_scale.detach()) <= 0:
+            raise ValueError(f"{name} must be finite and > 0 (already exponentiated), got {float(logit_scale.detach())}")
         return logit_scale.reshape(())
     return check_positive(logit_scale, name)
 

@@ -346,13 +346,16 @@ class AlignmentResult:
     history: list[float]
 
 
-def gromov_wasserstein_plan(x: torch.Tensor, y: torch.Tensor, reg: float = 5e-3, max_iter: int = 200,
-                            seed: int = 0) -> torch.Tensor:
+def gromov_wasserstein_plan(x: torch.Tensor, y: torch.Tensor, reg: float = 5e-3, max_iter: int = 100,
+                            seed: int = 0, solver: str = "PGD") -> torch.Tensor:
     """Entropic Gromov-Wasserstein coupling ``[n, m]`` of two point clouds (POT).
 
     Only the within-space geometry is compared (cosine distances inside ``x`` and inside
     ``y``), so ``x`` and ``y`` may live in different spaces of different dimensions.
+    ``solver``: POT's ``"PGD"`` (projected gradient, fast) or ``"PPA"`` (proximal point).
     """
+    import warnings
+
     import ot  # POT
 
     x = check_matrix(as_tensor(x, "x"), "x").double()
@@ -364,9 +367,12 @@ def gromov_wasserstein_plan(x: torch.Tensor, y: torch.Tensor, reg: float = 5e-3,
     rng = np.random.default_rng(seed)
     g0 = np.outer(p, q) * (1 + 1e-3 * rng.random((len(x), len(y))))
     g0 /= g0.sum()
-    plan = ot.gromov.entropic_gromov_wasserstein(
-        cx, cy, p, q, loss_fun="square_loss", epsilon=reg, max_iter=max_iter, G0=g0, solver="PPA"
-    )
+    check_choice(solver, ("PGD", "PPA"), "solver")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # inner Sinkhorn "did not converge" notices of POT
+        plan = ot.gromov.entropic_gromov_wasserstein(
+            cx, cy, p, q, loss_fun="square_loss", epsilon=reg, max_iter=max_iter, G0=g0, solver=solver
+        )
     return torch.from_numpy(np.asarray(plan))
 
 
