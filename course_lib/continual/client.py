@@ -191,10 +191,15 @@ def drift_stream(phases: Sequence[tuple[str, int]] = (("none", 600), ("mirror", 
     return Stream(np.concatenate(xs), np.concatenate(ys), np.concatenate(ph), [p for p, _ in phases])
 
 
-def run_stream(url: str, stream: Stream, batch: int = 1, client: httpx.Client | None = None) -> dict[str, np.ndarray]:
+def run_stream(url: str, stream: Stream, batch: int = 1, client: httpx.Client | None = None,
+               max_pending: int | None = None, timeout: float = 120.0) -> dict[str, np.ndarray]:
     """Predict-then-learn: send the stream in order to ``POST /feedback`` (which predicts
     with the served model before storing the labels), ``batch`` items per request, and
     record whether each prediction was right.
+
+    Args:
+        max_pending: pace the stream to the learner: before each request, wait until at most
+            this many sent items are still unlearned (``None``: send as fast as possible).
 
     Returns ``{"correct": bool [n], "version": int [n], "id": int [n]}``.
     """
@@ -205,6 +210,12 @@ def run_stream(url: str, stream: Stream, batch: int = 1, client: httpx.Client | 
     correct, version, ids = [], [], []
     try:
         for s in range(0, len(stream.y), batch):
+            if max_pending is not None and ids:
+                end = time.time() + timeout
+                while client.get(url + "/metrics").json()["watermark"] < ids[-1] - max_pending:
+                    if time.time() > end:
+                        raise TimeoutError(f"the service did not learn fast enough (max_pending={max_pending})")
+                    time.sleep(0.01)
             xs, ys = stream.x[s : s + batch], stream.y[s : s + batch]
             payload = {"x": xs.tolist(), "label": ys.tolist()} if batch > 1 else {"x": xs[0].tolist(), "label": int(ys[0])}
             r = client.post(url + "/feedback", json=payload)
@@ -230,6 +241,32 @@ def windowed_accuracy(correct: np.ndarray, window: int = 50) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- load and crash trials
+def _run_async(make_coroutine):
+    """``asyncio.run(make_coroutine())``, in a helper thread when an event loop is already
+    running in this one (as in a Jupyter kernel)."""
+    import asyncio
+    import threading
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make_coroutine())
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = asyncio.run(make_coroutine())
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="load-test")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
 def load_test(url: str, x: np.ndarray, clients: int = 50, requests_per_client: int = 40,
               timeout: float = 120.0) -> dict[str, float]:
     """``clients`` concurrent keep-alive connections, each sending ``requests_per_client``
@@ -279,7 +316,7 @@ def load_test(url: str, x: np.ndarray, clients: int = 50, requests_per_client: i
         errors += [repr(o) for o in outcomes if isinstance(o, BaseException)]
         return latencies, errors, time.perf_counter() - t0
 
-    latencies, errors, seconds = asyncio.run(main())
+    latencies, errors, seconds = _run_async(main)
     lat = np.array(latencies) * 1e3
     return {"requests": float(len(lat)), "errors": float(len(errors)), "seconds": seconds,
             "predictions_per_s": len(lat) / seconds,

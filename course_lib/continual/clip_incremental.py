@@ -166,11 +166,20 @@ def pooled_features(model: torch.nn.Module, images: np.ndarray) -> torch.Tensor:
 
 
 class _ImageSource:
-    """Student image features of a fixed image set, with the frozen-trunk shortcut."""
+    """Student image features of a fixed image set, with the frozen-trunk shortcut
+    (the trunk's pooled features are computed once, or taken from ``cache``)."""
 
-    def __init__(self, model: torch.nn.Module, images: np.ndarray, trainable: str) -> None:
+    def __init__(self, model: torch.nn.Module, images: np.ndarray, trainable: str, cache: dict | None = None) -> None:
         self.images, self.trainable = images, trainable
-        self.pooled = pooled_features(model, images) if trainable == "text" else None
+        self.pooled = None
+        if trainable == "text":
+            key = (id(model), id(images))
+            if cache is not None and key in cache:
+                self.pooled = cache[key]
+            else:
+                self.pooled = pooled_features(model, images)
+                if cache is not None:
+                    cache[key] = self.pooled
 
     def features(self, model: torch.nn.Module, idx: torch.Tensor) -> torch.Tensor:
         if self.pooled is not None:
@@ -194,17 +203,21 @@ def train_incremental(
     tokenizer: Callable,
     data: ConceptData,
     cfg: IncrementalConfig,
+    cache: dict | None = None,
 ) -> tuple[torch.nn.Module, list[float]]:
     """Teach a copy of ``model`` the new concepts with ``cfg.method``; ``model`` itself is
-    the frozen teacher and is not modified. Returns ``(student, per-step losses)``."""
+    the frozen teacher and is not modified. Returns ``(student, per-step losses)``.
+
+    ``cache``: a dict shared between calls with the same ``model`` and ``data`` to reuse the
+    frozen trunk's features (``trainable="text"``)."""
     teacher = model.eval()
     student = copy.deepcopy(model)
     params = _set_trainable(student, cfg.trainable)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     clip_loss = ClipLoss()
     gen = torch.Generator().manual_seed(cfg.seed)
-    new_src = _ImageSource(teacher, data.train_images, cfg.trainable)
-    old_src = _ImageSource(teacher, data.replay_images, cfg.trainable) if cfg.method == "replay" else None
+    new_src = _ImageSource(teacher, data.train_images, cfg.trainable, cache)
+    old_src = _ImageSource(teacher, data.replay_images, cfg.trainable, cache) if cfg.method == "replay" else None
     prompts = tokenizer([PROMPT.format(c) for c in data.old_classes])
     with torch.no_grad():
         t_prompts = teacher.encode_text(prompts, normalize=True)
@@ -274,9 +287,10 @@ def compare_methods(
     rows = [{"method": "original", **{k: 100 * v for k, v in evaluate_concepts(model, tokenizer, data).items()},
              "seconds": 0.0}]
     models = {"original": model}
+    cache: dict = {}
     for method in methods:
         t0 = time.perf_counter()
-        student, _ = train_incremental(model, tokenizer, data, IncrementalConfig(method=method, **config))
+        student, _ = train_incremental(model, tokenizer, data, IncrementalConfig(method=method, **config), cache)
         seconds = time.perf_counter() - t0
         models[method] = student
         rows.append({"method": method, **{k: 100 * v for k, v in evaluate_concepts(student, tokenizer, data).items()},

@@ -48,7 +48,7 @@ class Protocol:
         iterations, batch_size, lr: per-task optimisation (Adam).
         seeds: independent runs (network initialisation and batch order).
         buffer: replay memory size (items, all tasks together).
-        ewc_lambda: per scenario; chosen with :func:`sweep` (notebook 05).
+        ewc_lambda: per scenario; chosen from the sweeps of notebook 05 (quick protocol, 2 seeds).
         lwf_temperature, lwf_weight: distillation temperature (van de Ven: 2) and weight.
     """
 
@@ -58,7 +58,7 @@ class Protocol:
     lr: float = 1e-3
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     buffer: int = 200
-    ewc_lambda: dict[str, float] = field(default_factory=lambda: {"task": 1e3, "domain": 1e4, "class": 1e4})
+    ewc_lambda: dict[str, float] = field(default_factory=lambda: {"task": 1e3, "domain": 1e3, "class": 1e3})
     lwf_temperature: float = 2.0
     lwf_weight: float = 1.0
     progressive_hidden: int = 100
@@ -114,28 +114,70 @@ def run_one(scenario: Scenario, name: str, proto: Protocol, seed: int) -> Contin
     return result
 
 
+def _job(kind: str, name: str, proto: Protocol, seed: int, data_seed: int) -> ContinualResult:
+    return run_one(split_digits_scenario(kind, seed=data_seed), name, proto, seed)
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # this process only: one thread per worker, one worker per core
+
+
+def default_workers() -> int:
+    """Worker processes for a grid: one per CPU core, at most 4 (1 on a GPU machine)."""
+    import os
+
+    import torch
+
+    if torch.cuda.is_available():
+        return 1
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def run_many(jobs: Sequence[tuple[str, str, Protocol, int]], data_seed: int = 0, workers: int | None = None,
+             progress: bool = False) -> list[ContinualResult]:
+    """Run ``(kind, strategy name, protocol, seed)`` jobs; results in the order of the jobs.
+
+    With ``workers > 1`` the runs are spread over that many fresh processes (``spawn``), each
+    with one torch thread: tiny networks gain nothing from intra-op threads, but independent
+    runs use every core. Every run seeds itself, so the results do not depend on ``workers``.
+    """
+    workers = default_workers() if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers == 1 or len(jobs) < 2:
+        results = []
+        for kind, name, proto, seed in jobs:
+            t0 = time.perf_counter()
+            results.append(_job(kind, name, proto, seed, data_seed))
+            if progress:
+                print(f"{kind:6s} {name:16s} seed {seed}: {100 * results[-1].average_accuracy:5.1f}% "
+                      f"({time.perf_counter() - t0:.1f} s)", flush=True)
+        return results
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_worker_init) as pool:
+        futures = [pool.submit(_job, kind, name, proto, seed, data_seed) for kind, name, proto, seed in jobs]
+        return [f.result() for f in futures]
+
+
 def run_grid(
     kinds: Sequence[str] = ("task", "domain", "class"),
     names: Sequence[str] = STRATEGY_NAMES,
     proto: Protocol | None = None,
     data_seed: int = 0,
     progress: bool = False,
+    workers: int | None = None,
 ) -> list[ContinualResult]:
-    """Every applicable (scenario kind, strategy, seed) on Split-Digits."""
+    """Every applicable (scenario kind, strategy, seed) on Split-Digits (``workers``: see
+    :func:`run_many`)."""
     proto = proto or protocol()
-    results = []
-    for kind in kinds:
-        scenario = split_digits_scenario(kind, seed=data_seed)
-        for name in names:
-            if not applicable(name, kind):
-                continue
-            for seed in proto.seeds:
-                t0 = time.perf_counter()
-                results.append(run_one(scenario, name, proto, seed))
-                if progress:
-                    print(f"{kind:6s} {name:16s} seed {seed}: {100 * results[-1].average_accuracy:5.1f}% "
-                          f"({time.perf_counter() - t0:.1f} s)", flush=True)
-    return results
+    jobs = [(kind, name, proto, seed) for kind in kinds for name in names if applicable(name, kind)
+            for seed in proto.seeds]
+    return run_many(jobs, data_seed, workers, progress)
 
 
 def summary_rows(results: Iterable[ContinualResult]) -> list[dict]:
@@ -185,20 +227,24 @@ def markdown_table(rows: list[dict], columns: Sequence[tuple[str, str]], digits:
 
 
 def sweep(kind: str, name: str, values: Sequence[float], param: str, proto: Protocol | None = None,
-          data_seed: int = 0) -> list[dict]:
+          data_seed: int = 0, workers: int | None = None) -> list[dict]:
     """Average accuracy and forgetting (mean over the protocol's seeds) for each value of one
     hyper-parameter: ``param`` in ``"ewc_lambda"``, ``"lwf_temperature"``, ``"lwf_weight"``, ``"buffer"``."""
     proto = proto or protocol()
-    scenario = split_digits_scenario(kind, seed=data_seed)
-    rows = []
+    protos = []
     for v in values:
         if param == "ewc_lambda":
-            p = replace(proto, ewc_lambda={**proto.ewc_lambda, kind: float(v)})
+            protos.append(replace(proto, ewc_lambda={**proto.ewc_lambda, kind: float(v)}))
         elif param in ("lwf_temperature", "lwf_weight", "buffer"):
-            p = replace(proto, **{param: type(getattr(proto, param))(v)})
+            protos.append(replace(proto, **{param: type(getattr(proto, param))(v)}))
         else:
             raise ValueError(f"unknown hyper-parameter {param!r}")
-        ms = [continual_metrics(run_one(scenario, name, p, s).acc) for s in p.seeds]
+    jobs = [(kind, name, p, s) for p in protos for s in proto.seeds]
+    results = run_many(jobs, data_seed, workers)
+    rows = []
+    n = len(proto.seeds)
+    for k, v in enumerate(values):
+        ms = [continual_metrics(r.acc) for r in results[k * n : (k + 1) * n]]
         acc, acc_std = summarize([100 * m["average_accuracy"] for m in ms])
         fgt, _ = summarize([100 * m["forgetting"] for m in ms])
         rows.append({"value": v, "average_accuracy": acc, "average_accuracy_std": acc_std, "forgetting": fgt})
