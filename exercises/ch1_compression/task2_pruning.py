@@ -78,5 +78,8 @@ def cubic_sparsity(step: int, begin_step: int, end_step: int, initial_sparsity: 
 
     Raises:
         ValueError: ``end_step <= begin_step`` or a sparsity outside [0, 1].
+
+    Hint: handle the two outside cases first; at ``begin_step`` the formula gives ``s_i``
+    and at ``end_step`` it gives ``s_f``, so the pieces join up.
     """
     raise NotImplementedError("Task 1.2: implement cubic_sparsity")

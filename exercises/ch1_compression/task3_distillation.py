@@ -48,6 +48,8 @@ def feature_distillation_loss(student_features: torch.Tensor, teacher_features: 
 
     Raises:
         ValueError: shapes differ or are not 2-D.
+
+    Hint: ``F.cosine_similarity`` along the feature dimension (the last one).
     """
     raise NotImplementedError("Task 1.3: implement feature_distillation_loss")
 
@@ -71,5 +73,7 @@ def clip_distillation_loss(student_image: torch.Tensor, student_text: torch.Tens
 
     Raises:
         ValueError: batch sizes differ, or image and text widths of one model differ.
+
+    Hint: reuse your :func:`kd_loss`; ``F.normalize(x, dim=-1)`` normalizes rows.
     """
     raise NotImplementedError("Task 1.3: implement clip_distillation_loss")

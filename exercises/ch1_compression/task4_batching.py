@@ -65,5 +65,7 @@ def request_latencies(arrival_times: Sequence[float], batches: Sequence[tuple[Se
 
     Raises:
         ValueError: a request missing from the batches or appearing twice, or an empty batch.
+
+    Hint: keep the time at which the worker becomes free; fill a list indexed by request.
     """
     raise NotImplementedError("Task 1.4: implement request_latencies")

@@ -58,5 +58,7 @@ def barycentric_projection(plan: torch.Tensor, target: torch.Tensor) -> torch.Te
 
     Raises:
         ValueError: ``target.shape[0] != plan.shape[1]``, or a row of ``plan`` with no mass.
+
+    Hint: ``plan.sum(dim=1, keepdim=True)`` broadcasts over the columns.
     """
     raise NotImplementedError("Task 2.2: implement barycentric_projection")

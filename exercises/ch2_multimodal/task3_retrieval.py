@@ -46,6 +46,8 @@ def recall_at_k(retrieved: torch.Tensor, relevant: list[set[int]], k: int) -> fl
 
     Raises:
         ValueError: ``len(relevant) != Q`` or ``k`` out of range.
+
+    Hint: ``retrieved.tolist()`` gives plain ints to test with ``in``.
     """
     raise NotImplementedError("Task 2.3: implement recall_at_k")
 

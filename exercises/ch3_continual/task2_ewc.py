@@ -58,5 +58,8 @@ def ewc_penalty(model: nn.Module, fisher: dict[str, torch.Tensor], anchor: dict[
     Raises:
         ValueError: a name in ``fisher`` that is not a parameter of ``model`` or is missing
         from ``anchor``, or mismatched shapes.
+
+    Hint: ``dict(model.named_parameters())`` maps names to the live parameters; keep them in
+    the graph (no ``.detach()`` / ``.item()``).
     """
     raise NotImplementedError("Task 3.2: implement ewc_penalty")

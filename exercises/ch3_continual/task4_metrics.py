@@ -42,5 +42,8 @@ def continual_metrics(acc: torch.Tensor, random_baseline: torch.Tensor | None = 
     Raises:
         ValueError: ``acc`` is not a non-empty square matrix, contains NaN, or
         ``random_baseline`` has the wrong length.
+
+    Hint: write each metric as a loop over ``j`` first, with the index ranges exactly as
+    above; ``float(...)`` turns 0-dim tensors into Python floats.
     """
     raise NotImplementedError("Task 3.4: implement continual_metrics")
