@@ -25,14 +25,14 @@ import numpy as np
 import torch
 
 from .. import config as course_config
-from .experiments import ewc_step_times, markdown_table, ordering_check, protocol, run_grid, summary_rows
+from .experiments import default_workers, ewc_step_times, markdown_table, ordering_check, protocol, run_grid, summary_rows
 
 SECTIONS = ("strategies", "ewc", "service", "clip")
 
 
 def bench_strategies(proto, out: dict) -> None:
     t0 = time.perf_counter()
-    results = run_grid(proto=proto)
+    results = run_grid(proto=proto, workers=default_workers())
     rows = summary_rows(results)
     print(f"\n## Split-Digits strategies ({len(proto.seeds)} seeds, hidden {proto.hidden}, "
           f"{proto.iterations} iterations/task, batch {proto.batch_size}, Adam lr {proto.lr:g}; "

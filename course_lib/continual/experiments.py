@@ -9,6 +9,7 @@ strategy, seed) and :func:`summary_rows` reduces the runs to mean and standard d
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
@@ -114,8 +115,13 @@ def run_one(scenario: Scenario, name: str, proto: Protocol, seed: int) -> Contin
     return result
 
 
+@functools.lru_cache(maxsize=8)
+def _scenario(kind: str, data_seed: int) -> Scenario:
+    return split_digits_scenario(kind, seed=data_seed)
+
+
 def _job(kind: str, name: str, proto: Protocol, seed: int, data_seed: int) -> ContinualResult:
-    return run_one(split_digits_scenario(kind, seed=data_seed), name, proto, seed)
+    return run_one(_scenario(kind, data_seed), name, proto, seed)
 
 
 def _worker_init() -> None:
@@ -135,15 +141,16 @@ def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def run_many(jobs: Sequence[tuple[str, str, Protocol, int]], data_seed: int = 0, workers: int | None = None,
+def run_many(jobs: Sequence[tuple[str, str, Protocol, int]], data_seed: int = 0, workers: int = 1,
              progress: bool = False) -> list[ContinualResult]:
     """Run ``(kind, strategy name, protocol, seed)`` jobs; results in the order of the jobs.
 
     With ``workers > 1`` the runs are spread over that many fresh processes (``spawn``), each
     with one torch thread: tiny networks gain nothing from intra-op threads, but independent
-    runs use every core. Every run seeds itself, so the results do not depend on ``workers``.
+    runs use every core (:func:`default_workers`). Every run seeds itself, so the results do
+    not depend on ``workers``. In a script, call it under ``if __name__ == "__main__":``
+    (``spawn`` re-imports the main module); notebooks need nothing special.
     """
-    workers = default_workers() if workers is None else workers
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     if workers == 1 or len(jobs) < 2:
@@ -170,7 +177,7 @@ def run_grid(
     proto: Protocol | None = None,
     data_seed: int = 0,
     progress: bool = False,
-    workers: int | None = None,
+    workers: int = 1,
 ) -> list[ContinualResult]:
     """Every applicable (scenario kind, strategy, seed) on Split-Digits (``workers``: see
     :func:`run_many`)."""
@@ -227,7 +234,7 @@ def markdown_table(rows: list[dict], columns: Sequence[tuple[str, str]], digits:
 
 
 def sweep(kind: str, name: str, values: Sequence[float], param: str, proto: Protocol | None = None,
-          data_seed: int = 0, workers: int | None = None) -> list[dict]:
+          data_seed: int = 0, workers: int = 1) -> list[dict]:
     """Average accuracy and forgetting (mean over the protocol's seeds) for each value of one
     hyper-parameter: ``param`` in ``"ewc_lambda"``, ``"lwf_temperature"``, ``"lwf_weight"``, ``"buffer"``."""
     proto = proto or protocol()
