@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -155,3 +157,105 @@ def corpus_bleu(references: Sequence[Sequence[Sequence[str]]], hypotheses: Seque
     log_precision = sum(math.log(m / t) for m, t in zip(matches, totals)) / max_n
     bp = 1.0 if hyp_len > ref_len else math.exp(1 - ref_len / max(hyp_len, 1))
     return bp * math.exp(log_precision)
+
+
+# ----------------------------------------------------------------------------- training helpers
+
+
+@dataclass
+class MatchingFeatures:
+    """Frozen-CLIP tokens for image-text matching: images ``[N, 1+P, D]``, true captions and
+    hard negatives ``[N, L, D]`` with masks ``[N, L]``, and each negative's kind ``[N]``."""
+
+    image: torch.Tensor
+    positive: torch.Tensor
+    positive_mask: torch.Tensor
+    negative: torch.Tensor
+    negative_mask: torch.Tensor
+    kinds: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.image.shape[0])
+
+
+def matching_features(model: nn.Module, tokenizer, batch) -> MatchingFeatures:
+    """Tokens of a ShapeWorld batch (images, captions, hard negatives) in the joint space."""
+    from .features import image_tokens, text_tokens
+
+    pos, pos_mask = text_tokens(model, tokenizer, batch.captions, project=True, trim=False)
+    neg, neg_mask = text_tokens(model, tokenizer, batch.negatives, project=True, trim=False)
+    return MatchingFeatures(image_tokens(model, batch.images, project=True), pos, pos_mask, neg, neg_mask,
+                            np.asarray(batch.negative_kinds))
+
+
+def train_matching_head(head: MatchingHead, feats: MatchingFeatures, steps: int = 200, batch_size: int = 64,
+                        lr: float = 2e-3, seed: int = 0) -> list[float]:
+    """Binary cross-entropy: each sampled image with its caption (label 1) and its hard negative (0)."""
+    if steps < 1 or batch_size < 1:
+        raise ValueError("steps and batch_size must be >= 1")
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(head.parameters(), lr, weight_decay=0.01)
+    target = torch.cat([torch.ones(batch_size), torch.zeros(batch_size)])
+    losses = []
+    head.train()
+    for _ in range(steps):
+        idx = torch.randint(0, len(feats), (batch_size,), generator=gen)
+        img = torch.cat([feats.image[idx], feats.image[idx]])
+        txt = torch.cat([feats.positive[idx], feats.negative[idx]])
+        msk = torch.cat([feats.positive_mask[idx], feats.negative_mask[idx]])
+        loss = F.binary_cross_entropy_with_logits(head(img, txt, msk), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    head.eval()
+    return losses
+
+
+@torch.no_grad()
+def matching_scores(head: MatchingHead, feats: MatchingFeatures) -> tuple[torch.Tensor, torch.Tensor]:
+    """Match logits ``([N], [N])`` of the true captions and of the hard negatives."""
+    head.eval()
+    return (head(feats.image, feats.positive, feats.positive_mask),
+            head(feats.image, feats.negative, feats.negative_mask))
+
+
+def train_captioner(decoder: CaptionDecoder, image: torch.Tensor, token_ids: torch.Tensor, steps: int = 300,
+                    batch_size: int = 64, lr: float = 3e-3, seed: int = 0, pad_id: int = 0) -> list[float]:
+    """Teacher-forced training of ``decoder`` on image tokens ``[N, 1+P, W]`` and captions ``[N, T]``."""
+    if len(image) != len(token_ids) or len(image) == 0:
+        raise ValueError(f"need as many (non-zero) captions as images: {len(image)} vs {len(token_ids)}")
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    length = int((token_ids != pad_id).sum(dim=1).max())
+    token_ids = token_ids[:, :length]
+    opt = torch.optim.AdamW(decoder.parameters(), lr, weight_decay=0.01)
+    losses = []
+    decoder.train()
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        idx = torch.randint(0, len(image), (batch_size,), generator=gen)
+        loss = decoder.loss(image[idx], token_ids[idx], pad_id)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    decoder.eval()
+    return losses
+
+
+def decode_captions(decoder: CaptionDecoder, image: torch.Tensor, tokenizer) -> list[str]:
+    """Greedy captions (strings) for image tokens ``[N, 1+P, W]``."""
+    ids = decoder.generate(image, tokenizer.sot_id, tokenizer.eot_id)
+    return [tokenizer.decode(row) for row in ids]
+
+
+def caption_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Exact-match rate and corpus BLEU-4 of predicted captions against one reference each."""
+    if len(predictions) != len(references) or not predictions:
+        raise ValueError("need one reference per prediction (and at least one)")
+    exact = float(np.mean([p == r for p, r in zip(predictions, references)]))
+    bleu = corpus_bleu([[r.split()] for r in references], [p.split() for p in predictions])
+    return {"exact_match": exact, "bleu4": bleu}
