@@ -187,3 +187,16 @@ def test_bench_sinkhorn_section_and_cli(capsys):
     assert "speed-up" in table and len(table.splitlines()) == 2 + len(rows)
     with pytest.raises(SystemExit):
         bench.main(["--sections", "nope"])
+
+
+def test_caption_metrics_and_training_helpers_validate():
+    from course_lib.multimodal.heads import caption_metrics, train_captioner
+
+    m = caption_metrics(["a red circle left of a blue square", "a big blue square above a red cross"],
+                        ["a red circle left of a blue square", "a small blue square above a red cross"])
+    assert m["exact_match"] == 0.5 and 0 < m["bleu4"] < 1
+    with pytest.raises(ValueError):
+        caption_metrics(["a"], [])
+    dec = CaptionDecoder(64, vocab_size=20, max_len=10, dim=16, heads=2, layers=1)
+    with pytest.raises(ValueError):
+        train_captioner(dec, torch.randn(3, 17, 64), torch.ones(2, 5, dtype=torch.long), steps=1)
