@@ -95,6 +95,6 @@ __all__ = [
     "quantization_error", "quantize_affine", "quantize_dynamic_int8", "random_student",
     "relational_kd_loss", "request_latencies", "schedule_batches", "simulate_batching",
     "sparse_checkpoint_mb", "sparsity", "speedups", "sweep_max_wait", "tensorrt_status",
-    "torch_threads", "torch_reference_masks", "underflow_fraction", "verify_onnx",
+    "torch_threads", "torch_reference_masks", "underflow_fraction", "unfuse_attention", "verify_onnx",
     "weight_error_table",
 ]

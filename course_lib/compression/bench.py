@@ -6,9 +6,11 @@ over eager fp32 torch measured in the same run (interleaved timing), throughput 
 zero-shot accuracy; then the chapter's target figures with the value measured for each.
 
 Options: ``--profile quick|full`` (default: the course profile), ``--threads N`` (torch
-and ONNX Runtime intra-op threads for the run; default: leave as is), ``--repeats R``,
-``--no-experiments`` (skip the distillation-vs-scratch and gradual-vs-one-shot runs),
-``--workdir DIR`` (where ONNX files go; default a temporary folder).
+and ONNX Runtime intra-op threads for the run; default: torch's current setting),
+``--repeats R``, ``--no-experiments`` (skip the distillation-vs-scratch and
+gradual-vs-one-shot runs), ``--workdir DIR`` (where ONNX files go; default a temporary
+folder), and size overrides ``--pool-size``, ``--probe-size``, ``--finetune-steps``,
+``--distill-steps``, ``--batch-size``.
 """
 
 from __future__ import annotations
@@ -72,19 +74,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--no-experiments", action="store_true")
     p.add_argument("--workdir", type=Path, default=None)
+    for name in ("pool_size", "probe_size", "finetune_steps", "distill_steps", "batch_size"):
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=None, help=f"override the profile's {name}")
     args = p.parse_args(argv)
 
     cfg = PipelineConfig.for_profile(args.profile)
     cfg.threads = args.threads
     if args.repeats is not None:
         cfg.repeats = args.repeats
+    for name in ("pool_size", "probe_size", "finetune_steps", "distill_steps", "batch_size"):
+        if getattr(args, name) is not None:
+            setattr(cfg, name, getattr(args, name))
     teacher, _, tokenizer = load_clip("tiny")
     start = time.perf_counter()
     with torch_threads(args.threads), tempfile.TemporaryDirectory() as tmp:
         print(f"# Chapter 1 benchmark (profile {course_config.get_profile(args.profile)}, torch threads "
               f"{torch.get_num_threads()}, {platform.processor() or platform.machine()}, torch {torch.__version__})")
         result = run_pipeline(teacher, tokenizer, cfg, args.workdir or tmp)
-        rows = measure_variants(result.variants, result.probe, cfg.batch_sizes, cfg.repeats)
+        rows = measure_variants(result.variants, result.probe, cfg.batch_sizes, cfg.repeats, warmup=min(3, cfg.repeats))
         extra: dict[str, object] = {"param_ratio": parameter_ratio(result.models["student"], teacher)}
         if not args.no_experiments:
             runs = student_vs_scratch(teacher, tokenizer, result.pool, result.probe, cfg.student, cfg.distill_steps, cfg.batch_size, cfg.seed)
@@ -95,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             extra["gradual_gain"] = gvo["gradual"]["accuracy"] - gvo["one-shot"]["accuracy"]
     print()
     print(Table(rows, COLUMNS))
-    print(f"\nspeed-ups are ratios of interleaved median latencies against 'teacher fp32 (torch)'; "
+    print(f"\nlatency = best of {cfg.repeats} interleaved runs (timeit's convention); speed-ups are ratios against 'teacher fp32 (torch)'; "
           f"accuracy = zero-shot top-1 (%) on {len(result.probe.labels)} ShapeWorld test images; "
           f"teacher {count_parameters(teacher)} params, student {count_parameters(result.models['student'])} params")
     if "scratch" in extra:

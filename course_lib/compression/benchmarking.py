@@ -3,7 +3,10 @@
 On a shared or thermally throttled machine the speed drifts over seconds, so timing
 model A for ten seconds and then model B compares two different machines. Here the
 candidates are timed *interleaved*, round-robin (A, B, C, A, B, C, ...), so drift hits
-all of them alike, and speed-ups are reported as ratios of medians from the same run.
+all of them alike. Tables report the **best** (minimum) time of each candidate, the
+convention of Python's ``timeit``: on a shared machine the slower repeats measure other
+processes, while the fastest one approaches what the code itself costs. Speed-ups are
+ratios of these best times from the same run.
 """
 
 from __future__ import annotations
@@ -102,11 +105,11 @@ def latency_table(
 
 
 def speedups(results: Mapping[str, BenchResult], baseline: str) -> dict[str, float]:
-    """``{name: median(baseline) / median(name)}`` (> 1 = faster than the baseline)."""
+    """``{name: best(baseline) / best(name)}`` (> 1 = faster than the baseline)."""
     if baseline not in results:
         raise KeyError(f"baseline {baseline!r} not among {list(results)}")
-    ref = results[baseline].median
-    return {name: ref / r.median for name, r in results.items()}
+    ref = results[baseline].min
+    return {name: ref / r.min for name, r in results.items()}
 
 
 class Table:
@@ -154,24 +157,39 @@ class Table:
         return str(self)
 
 
-def torch_op_share(fn: Callable[[], Any], repeats: int = 5, top: int = 8) -> dict[str, float]:
-    """Fraction of self CPU time per aten/quantized operator while running ``fn`` (torch
-    profiler): where the time goes, e.g. how much of it matrix multiplies take."""
-    from torch.profiler import ProfilerActivity, profile
+def linear_time_fraction(model: torch.nn.Module, x: torch.Tensor, repeats: int = 10) -> dict[str, float]:
+    """How much of ``model(x)``'s time its ``nn.Linear`` layers take.
 
-    with torch.inference_mode():
-        fn()
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            for _ in range(repeats):
-                fn()
-    events = [(e.key, e.self_cpu_time_total) for e in prof.key_averages()]
-    total = sum(t for _, t in events)
-    if total <= 0:
-        raise RuntimeError("the profiler recorded no CPU time")
-    events.sort(key=lambda kv: -kv[1])
-    shares = {k: t / total for k, t in events[:top]}
-    shares["(other)"] = 1.0 - sum(shares.values())
-    return shares
+    The input shape of every ``nn.Linear`` is recorded during one forward pass; then the
+    full forward and a replay of just those matrix products (same layers, random inputs
+    of the recorded shapes) are timed interleaved.
+
+    Returns:
+        ``{"fraction", "linear_ms", "total_ms"}`` (best times).
+    """
+    shapes: list[tuple[torch.nn.Linear, torch.Size]] = []
+    hooks = [
+        m.register_forward_pre_hook(lambda mod, inp: shapes.append((mod, inp[0].shape)))
+        for m in model.modules()
+        if isinstance(m, torch.nn.Linear)
+    ]
+    try:
+        with torch.inference_mode():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    if not shapes:
+        raise ValueError("the model ran no nn.Linear layer")
+    inputs = [(layer, torch.randn(shape)) for layer, shape in shapes]
+
+    def linears() -> None:
+        for layer, inp in inputs:
+            layer(inp)
+
+    res = interleaved_benchmark({"total": lambda: model(x), "linear": linears}, repeats=repeats)
+    total, lin = res["total"].min, res["linear"].min
+    return {"fraction": min(1.0, lin / total), "linear_ms": 1e3 * lin, "total_ms": 1e3 * total}
 
 
 def amdahl_speedup(fraction: float, factor: float) -> float:

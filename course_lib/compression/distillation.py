@@ -19,7 +19,6 @@ neurons (:mod:`.structured`), so it starts close to the teacher's function.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
@@ -31,7 +30,7 @@ import torch.nn.functional as F
 from ..models import build_tiny_clip, count_parameters
 from .attention import unfuse_attention
 from .structured import apply_plan, plan_structured
-from .training import TeacherPool, cosine_lr
+from .training import TeacherPool, train_steps
 
 # ---------------------------------------------------------------------------------------
 # Losses
@@ -229,23 +228,17 @@ def distill_clip(
     Returns:
         Per-step losses (also stored in ``cfg.history``).
     """
-    if cfg.steps < 0 or cfg.batch_size < 2 or cfg.batch_size > len(pool):
-        raise ValueError(f"need steps >= 0 and 2 <= batch_size <= pool size {len(pool)}, got {cfg.steps}, {cfg.batch_size}")
+    if cfg.batch_size < 2:
+        raise ValueError(f"batch_size must be >= 2 (a similarity matrix needs pairs), got {cfg.batch_size}")
     if min(cfg.relational_weight, cfg.feature_weight, cfg.contrastive_weight) < 0 or not (
         cfg.relational_weight or cfg.feature_weight or cfg.contrastive_weight
     ):
         raise ValueError("loss weights must be >= 0 and not all zero")
     d_student = student.text_projection.shape[1] if isinstance(student.text_projection, torch.Tensor) else student.text_projection.out_features
     projector = projector if projector is not None else FeatureProjector(d_student, pool.image_features.shape[1])
-    params = list(student.parameters()) + list(projector.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    cfg.history = []
-    for step in range(cfg.steps):
+
+    def step_loss(idx: torch.Tensor) -> torch.Tensor:
         student.train()
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup)
-        idx = torch.randint(0, len(pool), (cfg.batch_size,), generator=gen)
         x, tokens, t_img, t_txt = pool.batch(idx)
         s_img = student.encode_image(x, normalize=True)
         s_txt = student.encode_text(tokens, normalize=True)
@@ -257,14 +250,16 @@ def distill_clip(
             loss = loss + cfg.feature_weight * fd
         if cfg.contrastive_weight:
             loss = loss + cfg.contrastive_weight * clip_contrastive_loss(s_img, s_txt, student.logit_scale.exp())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        return loss
+
+    def after_step(step: int) -> None:
         with torch.no_grad():
             student.logit_scale.clamp_(0, math.log(100))
-        cfg.history.append(float(loss.detach()))
         if on_eval is not None and eval_every and (step + 1) % eval_every == 0 and step + 1 < cfg.steps:
             on_eval(step + 1, student.eval())
+
+    params = list(student.parameters()) + list(projector.parameters())
+    cfg.history = train_steps(params, pool, cfg.steps, cfg.lr, cfg.batch_size, step_loss, cfg.seed, cfg.warmup, after_step=after_step)
     student.eval()
     if on_eval is not None:
         on_eval(cfg.steps, student)
@@ -293,22 +288,14 @@ def distill_zero_shot_logits(
     """
     if classifier.ndim != 2 or classifier.shape[1] != pool.image_features.shape[1]:
         raise ValueError(f"classifier must be [C, {pool.image_features.shape[1]}], got {tuple(classifier.shape)}")
-    if steps < 0 or not 1 <= batch_size <= len(pool):
-        raise ValueError(f"need steps >= 0 and 1 <= batch_size <= {len(pool)}, got {steps}, {batch_size}")
     teacher_logits = pool.logit_scale * pool.image_features @ classifier.T
-    opt = torch.optim.AdamW([p for p in student_visual.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(seed)
-    losses = []
-    student_visual.train()
-    for step in range(steps):
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, steps, lr, warmup=max(1, steps // 20))
-        idx = torch.randint(0, len(pool), (batch_size,), generator=gen)
+
+    def step_loss(idx: torch.Tensor) -> torch.Tensor:
         logits = pool.logit_scale * F.normalize(student_visual(pool.images[idx]), dim=-1) @ classifier.T
-        loss = kd_loss(logits, teacher_logits[idx], temperature)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+        return kd_loss(logits, teacher_logits[idx], temperature)
+
+    student_visual.train()
+    params = [p for p in student_visual.parameters() if p.requires_grad]
+    losses = train_steps(params, pool, steps, lr, batch_size, step_loss, seed)
     student_visual.eval()
     return losses

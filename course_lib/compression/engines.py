@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import io
 import logging
 import os
 import tempfile
@@ -113,7 +114,8 @@ def ort_session(
     Args:
         graph_optimization: one of :data:`GRAPH_LEVELS` (``"all"`` adds layout and
             hardware-specific fusions to ``"extended"``).
-        threads: intra-op threads; ``None`` keeps ONNX Runtime's default (all cores).
+        threads: intra-op threads; ``None`` uses ``torch.get_num_threads()`` so that
+            ONNX Runtime and torch are compared on the same thread budget.
         providers: execution providers in priority order; default CPU.
         optimized_model_path: also write the optimized graph there (to inspect it).
     """
@@ -129,11 +131,11 @@ def ort_session(
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[graph_optimization]
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
+    threads = torch.get_num_threads() if threads is None else threads
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
     if optimized_model_path is not None:
         opts.optimized_model_filepath = str(optimized_model_path)
     opts.log_severity_level = 3
@@ -295,7 +297,7 @@ def ort_quantize_static(
             def rewind(self):
                 inner.rewind()
 
-        with _quiet_root_logger():
+        with _quiet_root_logger(), contextlib.redirect_stdout(io.StringIO()):  # calibration progress prints
             quantize_static(
                 str(pre), str(out_path), _Reader(),
                 quant_format=QuantFormat.QDQ, per_channel=per_channel,

@@ -45,7 +45,8 @@ class PipelineConfig:
     probe_size: int = 1000
     prune_ratio: float = 0.5
     finetune_steps: int = 150
-    finetune_lr: float = 1e-3
+    finetune_lr: float = 2e-3
+    prune_importance: str = "weight"  # or "activation" (calibration images)
     distill_steps: int = 250
     batch_size: int = 128
     student: StudentSpec = field(default_factory=StudentSpec)
@@ -137,7 +138,9 @@ def run_pipeline(
 
     t = time.perf_counter()
     calib = pool.images[:256]
-    pruned = prune_vit(visual, cfg.prune_ratio, cfg.prune_ratio, calibration=calib)
+    if cfg.prune_importance not in ("weight", "activation"):
+        raise ValueError(f"prune_importance must be 'weight' or 'activation', got {cfg.prune_importance!r}")
+    pruned = prune_vit(visual, cfg.prune_ratio, cfg.prune_ratio, calibration=calib if cfg.prune_importance == "activation" else None)
     finetune_visual(pruned, pool, cfg.finetune_steps, cfg.finetune_lr, cfg.batch_size, seed=cfg.seed)
     timings["prune+finetune"] = time.perf_counter() - t
     tag = f"pruned {round(100 * cfg.prune_ratio)}% + FT"
@@ -164,23 +167,25 @@ def measure_variants(
     batch_sizes: tuple[int, ...] = (1, 64),
     repeats: int = 15,
     baseline: str | None = None,
+    warmup: int = 3,
 ) -> list[dict[str, object]]:
-    """One row per variant: ``params``, ``size_mb``, ``b{B}_ms`` (median latency) and
+    """One row per variant: ``params``, ``size_mb``, ``b{B}_ms`` (best of ``repeats``
+    interleaved runs, see :mod:`.benchmarking`) and
     ``b{B}_speedup`` (vs ``baseline``, default the first variant) for each batch size,
     ``throughput`` (images/s at the largest batch), ``accuracy`` (%) and ``cosine`` to the
     reference features (NaN for students, whose embedding space differs)."""
     if not variants:
         raise ValueError("no variants to measure")
     baseline = baseline or variants[0].name
-    lat = latency_table({v.name: v.encoder for v in variants}, batch_sizes, tuple(probe.images.shape[1:]), repeats=repeats)
+    lat = latency_table({v.name: v.encoder for v in variants}, batch_sizes, tuple(probe.images.shape[1:]), repeats=repeats, warmup=warmup)
     rows = []
     for v in variants:
         scores = probe.evaluate(v.encoder, v.classifier)
         row: dict[str, object] = {"variant": v.name, "params": v.params, "size_mb": v.size_mb}
         for b in batch_sizes:
-            row[f"b{b}_ms"] = 1e3 * lat[v.name][b].median
-            row[f"b{b}_speedup"] = lat[baseline][b].median / lat[v.name][b].median
-        row["throughput"] = lat[v.name][max(batch_sizes)].throughput
+            row[f"b{b}_ms"] = 1e3 * lat[v.name][b].min
+            row[f"b{b}_speedup"] = lat[baseline][b].min / lat[v.name][b].min
+        row["throughput"] = max(batch_sizes) / lat[v.name][max(batch_sizes)].min
         row["accuracy"] = 100 * scores["accuracy"]
         row["cosine"] = scores["cosine"] if v.classifier is None else math.nan
         rows.append(row)
@@ -226,9 +231,10 @@ def gradual_vs_oneshot(
     probe: ZeroShotProbe,
     target_sparsity: float,
     steps: int,
-    lr: float = 1e-3,
+    lr: float = 2e-3,
     batch_size: int = 128,
-    ramp_fraction: float = 0.6,
+    ramp_fraction: float = 0.5,
+    frequency: int | None = None,
     seed: int = 0,
 ) -> dict[str, dict[str, float]]:
     """Unstructured global magnitude pruning to ``target_sparsity`` two ways, with the
@@ -236,7 +242,8 @@ def gradual_vs_oneshot(
 
     * one-shot: prune at once, then fine-tune ``steps`` steps (pruned weights stay zero);
     * gradual: the cubic schedule ramps from 0 to the target over the first
-      ``ramp_fraction`` of the steps (re-pruning every ``steps // 20``), fine-tuning throughout.
+      ``ramp_fraction`` of the steps, re-pruning every ``frequency`` steps (default
+      ``steps // 40``), fine-tuning throughout.
 
     Returns ``{"one-shot": {...}, "gradual": {...}}`` with ``accuracy`` (%),
     ``accuracy_before_ft`` (one-shot only) and the final ``sparsity``.
@@ -253,7 +260,7 @@ def gradual_vs_oneshot(
 
     gradual = unfuse_attention(visual)
     end = max(1, round(ramp_fraction * steps))
-    pruner = GradualPruner(gradual, target_sparsity, begin_step=0, end_step=end, frequency=max(1, steps // 20))
+    pruner = GradualPruner(gradual, target_sparsity, begin_step=0, end_step=end, frequency=frequency or max(1, steps // 40))
     finetune_visual(gradual, pool, steps, lr, batch_size, seed=seed, before_step=pruner.update, after_step=lambda _: pruner.enforce())
     out["gradual"] = {"accuracy": 100 * probe.evaluate(gradual)["accuracy"], "accuracy_before_ft": math.nan, "sparsity": sparsity(gradual)}
     return out

@@ -190,12 +190,9 @@ def cubic_sparsity(step: int, begin_step: int, end_step: int, initial_sparsity: 
     check_amount(final_sparsity)
     if end_step <= begin_step:
         raise ValueError(f"end_step ({end_step}) must be greater than begin_step ({begin_step})")
-    if step <= begin_step:
-        return float(initial_sparsity)
-    if step >= end_step:
-        return float(final_sparsity)
-    progress = (step - begin_step) / (end_step - begin_step)
-    return float(final_sparsity + (initial_sparsity - final_sparsity) * (1.0 - progress) ** 3)
+    progress = min(max((step - begin_step) / (end_step - begin_step), 0.0), 1.0)
+    remaining = (1.0 - progress) ** 3  # 1 before the ramp, 0 after it
+    return float(final_sparsity - (final_sparsity - initial_sparsity) * remaining)
 
 
 class GradualPruner:

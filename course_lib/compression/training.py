@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -157,19 +157,62 @@ def cosine_lr(step: int, steps: int, lr: float, warmup: int) -> float:
     return 0.5 * lr * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
+def train_steps(
+    params: list[nn.Parameter],
+    pool: TeacherPool,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    step_loss: Callable[[torch.Tensor], torch.Tensor],
+    seed: int = 0,
+    warmup: int | None = None,
+    before_step: Callable[[int], object] | None = None,
+    after_step: Callable[[int], object] | None = None,
+) -> list[float]:
+    """The training loop shared by fine-tuning and distillation.
+
+    Each step draws ``batch_size`` random pool indices (seeded), sets the learning rate
+    of :func:`cosine_lr` (``warmup`` defaults to 5% of the steps), computes
+    ``step_loss(indices)`` and takes an AdamW step (no weight decay) on ``params``.
+
+    Returns:
+        The loss of every step.
+    """
+    if steps < 0 or not 1 <= batch_size <= len(pool):
+        raise ValueError(f"need steps >= 0 and 1 <= batch_size <= pool size ({len(pool)}), got {steps}, {batch_size}")
+    warmup = max(1, steps // 20) if warmup is None else max(1, warmup)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(seed)
+    losses: list[float] = []
+    for step in range(steps):
+        if before_step is not None:
+            before_step(step)
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(step, steps, lr, warmup)
+        loss = step_loss(torch.randint(0, len(pool), (batch_size,), generator=gen))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if after_step is not None:
+            after_step(step)
+        losses.append(float(loss.detach()))
+    return losses
+
+
 def finetune_visual(
     visual: nn.Module,
     pool: TeacherPool,
     steps: int,
-    lr: float = 1e-3,
+    lr: float = 2e-3,
     batch_size: int = 128,
     seed: int = 0,
-    feature_weight: float = 1.0,
+    feature_weight: float = 10.0,
     contrastive_weight: float = 1.0,
     before_step: Callable[[int], object] | None = None,
     after_step: Callable[[int], object] | None = None,
 ) -> list[float]:
-    """Fine-tune an image tower (in place) against the teacher embeddings in ``pool``.
+    """Fine-tune an image tower (in place) against the teacher embeddings in ``pool``
+    with :func:`visual_loss`.
 
     Args:
         visual: maps prepared images ``[B, 3, S, S]`` to ``[B, D]`` (D = teacher's).
@@ -181,26 +224,13 @@ def finetune_visual(
     Returns:
         The loss of every step. The tower is left in eval mode.
     """
-    if steps < 0 or batch_size < 1 or len(pool) < batch_size:
-        raise ValueError(f"need steps >= 0 and 1 <= batch_size <= pool size ({len(pool)}), got {steps}, {batch_size}")
-    gen = torch.Generator().manual_seed(seed)
-    params = [p for p in visual.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    losses: list[float] = []
-    visual.train()
-    for step in range(steps):
-        if before_step is not None:
-            before_step(step)
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, steps, lr, warmup=max(1, steps // 20))
-        idx = torch.randint(0, len(pool), (batch_size,), generator=gen)
+
+    def step_loss(idx: torch.Tensor) -> torch.Tensor:
         x, _, t_img, t_txt = pool.batch(idx)
-        loss = visual_loss(visual(x), t_img, t_txt, pool.logit_scale, feature_weight, contrastive_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if after_step is not None:
-            after_step(step)
-        losses.append(float(loss.detach()))
+        return visual_loss(visual(x), t_img, t_txt, pool.logit_scale, feature_weight, contrastive_weight)
+
+    visual.train()
+    params = [p for p in visual.parameters() if p.requires_grad]
+    losses = train_steps(params, pool, steps, lr, batch_size, step_loss, seed, None, before_step, after_step)
     visual.eval()
     return losses

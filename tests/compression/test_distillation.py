@@ -89,13 +89,13 @@ def test_student_inherits_weights_and_fits_the_budget(tiny_clip):
 
 def test_a_few_distillation_steps_reduce_the_loss(tiny_clip):
     teacher, tok = tiny_clip
-    pool = make_teacher_pool(teacher, tok, 64, seed=0)
-    assert pool.image_features.shape == (64, 64) and torch.allclose(pool.image_features.norm(dim=1), torch.ones(64), atol=1e-5)
+    pool = make_teacher_pool(teacher, tok, 48, seed=0)
+    assert pool.image_features.shape == (48, 64) and torch.allclose(pool.image_features.norm(dim=1), torch.ones(48), atol=1e-5)
     student = make_student(teacher, StudentSpec())
     seen = []
-    history = distill_clip(student, pool, DistillConfig(steps=12, batch_size=32, lr=3e-3), on_eval=lambda s, m: seen.append(s), eval_every=5)
-    assert len(history) == 12 and sum(history[-3:]) < sum(history[:3])
-    assert seen == [5, 10, 12] and not student.training
+    history = distill_clip(student, pool, DistillConfig(steps=8, batch_size=16, lr=3e-3), on_eval=lambda s, m: seen.append(s), eval_every=3)
+    assert len(history) == 8 and sum(history[-2:]) < sum(history[:2])
+    assert seen == [3, 6, 8] and not student.training
     with pytest.raises(ValueError, match="weights"):
         distill_clip(student, pool, DistillConfig(steps=1, batch_size=8, relational_weight=0, feature_weight=0))
     with pytest.raises(ValueError, match="batch_size"):

@@ -10,12 +10,12 @@ from course_lib.models import zero_shot_evaluate
 @pytest.fixture(scope="module")
 def probe(tiny_clip):
     model, tok = tiny_clip
-    return ZeroShotProbe(model, tok, size=300)
+    return ZeroShotProbe(model, tok, size=200)
 
 
 def test_probe_matches_zero_shot_evaluate(tiny_clip, probe):
     model, tok = tiny_clip
-    test = generate(300, split_seed("test", 0), ShapeWorldConfig())
+    test = generate(200, split_seed("test", 0), ShapeWorldConfig())
     ref = zero_shot_evaluate(model, tok, test.images, test.labels, ShapeWorldConfig().class_names)
     scores = probe.evaluate(model.visual)
     assert scores["accuracy"] == pytest.approx(ref.accuracy)
@@ -32,13 +32,13 @@ def test_probe_rejects_broken_encoders(probe):
 
 def test_finetune_recovers_a_pruned_tower(tiny_clip, probe):
     model, tok = tiny_clip
-    pool = make_teacher_pool(model, tok, 256, seed=0)
+    pool = make_teacher_pool(model, tok, 128, seed=0)
     pruned = prune_vit(model.visual, 0.5, 0.5)
-    before = probe.evaluate(pruned)["accuracy"]
+    before = probe.evaluate(pruned)["cosine"]
     calls = []
-    losses = finetune_visual(pruned, pool, steps=25, lr=1e-3, batch_size=64, after_step=calls.append)
-    assert calls == list(range(25)) and len(losses) == 25 and not pruned.training
-    assert probe.evaluate(pruned)["accuracy"] > before
+    losses = finetune_visual(pruned, pool, steps=15, lr=5e-4, batch_size=32, after_step=calls.append)
+    assert calls == list(range(15)) and len(losses) == 15 and not pruned.training
+    assert probe.evaluate(pruned)["cosine"] > before + 0.02, "fine-tuning must pull the features towards the teacher's"
     with pytest.raises(ValueError):
         finetune_visual(pruned, pool, steps=1, batch_size=1000)
 
