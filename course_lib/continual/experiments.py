@@ -162,13 +162,28 @@ def run_many(jobs: Sequence[tuple[str, str, Protocol, int]], data_seed: int = 0,
                 print(f"{kind:6s} {name:16s} seed {seed}: {100 * results[-1].average_accuracy:5.1f}% "
                       f"({time.perf_counter() - t0:.1f} s)", flush=True)
         return results
+    pool = _pool(workers)
+    futures = [pool.submit(_job, kind, name, proto, seed, data_seed) for kind, name, proto, seed in jobs]
+    return [f.result() for f in futures]
+
+
+_POOLS: dict = {}
+
+
+def _pool(workers: int):
+    """A process pool of ``workers`` spawned workers, created once and reused (starting a
+    worker costs an interpreter and a torch import); shut down at exit."""
+    import atexit
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_worker_init) as pool:
-        futures = [pool.submit(_job, kind, name, proto, seed, data_seed) for kind, name, proto, seed in jobs]
-        return [f.result() for f in futures]
+    pool = _POOLS.get(workers)
+    if pool is None or getattr(pool, "_broken", False):
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_init)
+        _POOLS[workers] = pool
+        atexit.register(pool.shutdown, wait=False, cancel_futures=True)
+    return pool
 
 
 def run_grid(
