@@ -183,7 +183,7 @@ def train_fusion_head(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        hist["loss"].append(float(loss))
+        hist["loss"].append(float(loss.detach()))
     hist["seconds"] = [time.perf_counter() - t0]
     model.eval()
     return hist

@@ -172,7 +172,7 @@ def train_dual_encoder(
         opt.zero_grad(set_to_none=True)
         value.backward()
         opt.step()
-        hist["loss"].append(float(value))
+        hist["loss"].append(float(value.detach()))
         hist["temperature"].append(loss.temperature)
         if eval_data is not None and eval_every and ((step + 1) % eval_every == 0 or step == 0):
             hist["eval_step"].append(step + 1)

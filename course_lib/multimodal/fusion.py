@@ -332,7 +332,7 @@ def train_vqa(model: nn.Module, data: VQAFeatures, settings: TrainSettings | Non
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        history["loss"].append(float(loss))
+        history["loss"].append(float(loss.detach()))
         last = step == settings.steps - 1
         if eval_data is not None and ((eval_every and (step + 1) % eval_every == 0) or last):
             history["eval_step"].append(step + 1)

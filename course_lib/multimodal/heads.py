@@ -208,7 +208,7 @@ def train_matching_head(head: MatchingHead, feats: MatchingFeatures, steps: int 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     head.eval()
     return losses
 
@@ -241,7 +241,7 @@ def train_captioner(decoder: CaptionDecoder, image: torch.Tensor, token_ids: tor
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     decoder.eval()
     return losses
 
