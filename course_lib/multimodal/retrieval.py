@@ -257,6 +257,7 @@ def build_index(
     ef_construction: int = 40,
     train_size: int | None = None,
     seed: int = 0,
+    k_factor: float = 4.0,
 ) -> faiss.Index:
     """A FAISS index over the L2-normalised rows of ``embeddings`` (cosine via inner product).
 
@@ -266,6 +267,7 @@ def build_index(
         nlist: IVF cells (default :func:`default_nlist`).
         pq_m, pq_bits: product quantiser: ``pq_m`` sub-vectors (must divide D) of ``pq_bits`` bits.
         hnsw_m, ef_construction: HNSW graph degree and construction beam.
+        k_factor: ``"ivfpq_refine"`` re-ranks ``k * k_factor`` PQ candidates exactly.
         train_size: vectors used to train IVF/PQ (default ``min(N, 64 * nlist)``), drawn with ``seed``.
 
     Callers normalise their queries (or use :func:`search`, which does).
@@ -298,6 +300,7 @@ def build_index(
     index.train(sample)
     if kind == "ivfpq_refine":
         index = faiss.IndexRefineFlat(index)
+        index.k_factor = float(k_factor)
     index.add(x)
     return index
 
