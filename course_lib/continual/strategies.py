@@ -228,7 +228,8 @@ class ContinualLearner:
         ce = F.cross_entropy(raw.masked_fill(~self.competing(batch.t), float("-inf")), batch.y)
         terms = self.strategy.loss_terms(self, batch, raw)
         loss = self.strategy.current_weight(self) * ce + sum(terms.values(), torch.zeros((), device=self.device))
-        assert self.optimizer is not None
+        if self.optimizer is None:
+            self.optimizer = self._new_optimizer()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.strategy.after_backward(self)
