@@ -118,8 +118,9 @@ class Strategy:
         return 1.0
 
     def loss_terms(self, learner: "ContinualLearner", batch: Batch, raw: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Extra, already weighted, loss terms added before ``backward()``; ``raw`` are the
-        unmasked outputs ``[B, U]`` of the current batch."""
+        """Extra, already weighted, loss terms to add before ``backward()``.
+
+        ``raw`` are the unmasked outputs ``[B, U]`` of the current batch."""
         return {}
 
     def after_backward(self, learner: "ContinualLearner") -> None:
