@@ -506,7 +506,11 @@ class Grader:
             for task in tasks:
                 job = _Job(label, stage, root, task)
                 (jobs if (stage / task.source).is_file() else missing).append((i, job))
-        snapshot = Snapshot([self.tests_dir, PACKAGE_DIR.parent, self.workdir / "submissions", self._ini],
+        # The trusted test process imports only course_lib/__init__.py and course_lib/grading/
+        # (plus the graded tests and their conftests): those are the files to guard. The rest of
+        # course_lib is never imported by a grading run, and developers edit it concurrently.
+        snapshot = Snapshot([self.tests_dir, PACKAGE_DIR, PACKAGE_DIR.parent / "__init__.py",
+                             self.workdir / "submissions", self._ini],
                             absent=[self.rootdir / "conftest.py", self.tests_dir.parent / "conftest.py"])
         self._run_jobs(jobs, outcomes, snapshot, mode)
         # the test list of each task comes from its own run; collect separately only where none ran to the end
