@@ -110,7 +110,9 @@ def poisson_arrivals(rate: float, n: int, seed: int = 0) -> np.ndarray:
 @dataclass(frozen=True)
 class LinearServiceTime:
     """Service time model ``t(b) = overhead + per_item * b`` seconds, fitted to
-    measured latencies by least squares (:meth:`fit`)."""
+    measured latencies by least squares on *relative* residuals (:meth:`fit`), so that
+    the small batches, where the fixed overhead dominates, are fitted as well as the
+    large ones."""
 
     overhead: float
     per_item: float
@@ -128,7 +130,7 @@ class LinearServiceTime:
             raise ValueError("need measured times for at least two different batch sizes")
         if not (np.isfinite(t).all() and (t > 0).all()):
             raise ValueError("measured times must be positive and finite")
-        slope, intercept = np.polyfit(b, t, 1)
+        slope, intercept = np.polyfit(b, t, 1, w=1.0 / t)
         return cls(overhead=max(float(intercept), 0.0), per_item=max(float(slope), 1e-12))
 
 

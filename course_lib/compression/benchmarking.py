@@ -38,6 +38,13 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _sync_cuda() -> None:
+    """Wait for queued CUDA kernels (GPU calls return before they finish); a no-op
+    unless CUDA is in use in this process."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def interleaved_benchmark(
     candidates: Mapping[str, Callable[[], Any]],
     repeats: int = 20,
@@ -46,7 +53,7 @@ def interleaved_benchmark(
     min_time: float = 0.0,
 ) -> dict[str, BenchResult]:
     """Time each zero-argument callable ``repeats`` times, round-robin, under
-    ``torch.inference_mode``.
+    ``torch.inference_mode`` (synchronising CUDA after each call when it is in use).
 
     Args:
         candidates: ``{name: fn}``.
@@ -72,6 +79,7 @@ def interleaved_benchmark(
             for name, fn in candidates.items():
                 t0 = time.perf_counter()
                 fn()
+                _sync_cuda()
                 times[name].append(time.perf_counter() - t0)
             rounds += 1
             if rounds >= 10_000:

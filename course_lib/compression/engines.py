@@ -50,6 +50,7 @@ def export_onnx(
     dynamic_batch: bool = True,
     opset: int = 17,
     dynamo: bool = False,
+    atol: float | None = 1e-4,
 ) -> Path:
     """Export ``module`` (called as ``module(example)``) to a single ONNX file.
 
@@ -61,6 +62,9 @@ def export_onnx(
         dynamo: use the ``torch.export``-based exporter (needs ``onnxscript`` and a
             batch of at least 2 for a dynamic axis; slower to export) instead of the
             TorchScript-based one.
+        atol: after writing, run the file with ONNX Runtime on ``example`` (and on its
+            first row when the batch axis is dynamic) and raise
+            :class:`ExportMismatchError` beyond this tolerance; ``None`` skips the check.
 
     Returns:
         ``path`` as a ``Path``. The file is checked with ``onnx.checker``.
@@ -90,9 +94,12 @@ def export_onnx(
                     module, (example,), str(path), input_names=[input_name], output_names=[output_name],
                     dynamic_axes=axes, opset_version=opset, dynamo=False,
                 )
+        onnx.checker.check_model(str(path))
+        if atol is not None:
+            inputs = [example, example[:1]] if dynamic_batch else [example]
+            verify_onnx(module, ort_session(path, threads=1), inputs, atol=atol)
     finally:
         module.train(was_training)
-    onnx.checker.check_model(str(path))
     return path
 
 

@@ -61,7 +61,7 @@ class PipelineConfig:
         reaches the chapter's accuracy figures."""
         if course_config.get_profile(profile) == "quick":
             return cls()
-        return cls(pool_size=12000, probe_size=2000, finetune_steps=600, distill_steps=800, repeats=40)
+        return cls(pool_size=12000, probe_size=2000, finetune_steps=600, distill_steps=1200, repeats=40)
 
 
 @dataclass

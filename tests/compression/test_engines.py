@@ -90,3 +90,17 @@ def test_session_options_are_checked(exported, tmp_path):
 def test_tensorrt_status_explains_why_not_on_cpu():
     usable, reason = tensorrt_status()
     assert usable is False and "GPU" in reason
+
+
+class _DataDependent(nn.Module):
+    """Tracing records only the branch taken for the example: a classic silent export bug."""
+
+    def forward(self, x):
+        return x * 2 if float(x.sum()) > 0 else x * 3
+
+
+def test_a_trace_that_only_fits_its_example_is_caught(tmp_path):
+    module = _DataDependent()
+    path = export_onnx(module, torch.ones(2, 4), tmp_path / "branch.onnx")  # consistent on the example
+    with pytest.raises(ExportMismatchError):
+        verify_onnx(module, ort_session(path), [-torch.ones(3, 4)])
