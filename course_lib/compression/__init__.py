@@ -25,6 +25,7 @@ Modules, one concept each:
 from .attention import LinearAttention, unfuse_attention
 from .batching import (
     BatchingReport,
+    InterpolatedServiceTime,
     LinearServiceTime,
     poisson_arrivals,
     request_latencies,
@@ -83,7 +84,7 @@ from .structured import apply_plan, plan_structured, prune_vit
 from .training import TeacherPool, ZeroShotProbe, finetune_visual, make_teacher_pool
 
 __all__ = [
-    "BatchingReport", "DistillConfig", "ExportMismatchError", "FeatureProjector", "GradualPruner",
+    "BatchingReport", "DistillConfig", "InterpolatedServiceTime", "ExportMismatchError", "FeatureProjector", "GradualPruner",
     "LinearAttention", "LinearServiceTime", "OrtModule", "StudentSpec", "Table", "TeacherPool",
     "UnsupportedModuleError", "ZeroShotProbe", "amp_train_step", "apply_masks", "apply_plan",
     "autocast", "autocast_dtype", "cubic_sparsity", "dequantize_affine", "distill_clip",

@@ -134,6 +134,31 @@ class LinearServiceTime:
         return cls(overhead=max(float(intercept), 0.0), per_item=max(float(slope), 1e-12))
 
 
+class InterpolatedServiceTime:
+    """Service time read off measured ``(batch size, seconds)`` points: linear
+    interpolation between them, and linear extrapolation beyond the largest one (so no
+    model is imposed on the measurements)."""
+
+    def __init__(self, batch_sizes: Sequence[int], seconds: Sequence[float]):
+        b = np.asarray(batch_sizes, dtype=np.float64)
+        t = np.asarray(seconds, dtype=np.float64)
+        if b.size < 2 or b.size != t.size or np.unique(b).size != b.size:
+            raise ValueError("need measured times for at least two distinct batch sizes")
+        if not (np.isfinite(t).all() and (t > 0).all() and (b >= 1).all()):
+            raise ValueError("batch sizes must be >= 1 and measured times positive and finite")
+        order = np.argsort(b)
+        self.batch_sizes, self.seconds = b[order], t[order]
+
+    def __call__(self, batch_size: int) -> float:
+        if batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {batch_size}")
+        b, t = self.batch_sizes, self.seconds
+        if batch_size <= b[-1]:
+            return float(np.interp(batch_size, b, t))
+        slope = (t[-1] - t[-2]) / (b[-1] - b[-2])
+        return float(t[-1] + max(slope, 0.0) * (batch_size - b[-1]))
+
+
 @dataclass(frozen=True)
 class BatchingReport:
     """Outcome of serving one arrival trace with one batching policy."""

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from course_lib.compression.batching import (
+    InterpolatedServiceTime,
     LinearServiceTime,
     poisson_arrivals,
     request_latencies,
@@ -69,3 +70,16 @@ def test_service_time_fit_and_simulation():
     assert row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"] and row["throughput_rps"] > 0
     single = simulate_batching([0.0], 4, 0.01, model)
     assert single.latencies[0] == pytest.approx(0.01 + model(1))
+
+
+def test_interpolated_service_time_follows_the_measurements():
+    model = InterpolatedServiceTime([64, 1, 8], [0.05, 0.002, 0.008])
+    assert model(1) == pytest.approx(0.002) and model(8) == pytest.approx(0.008)
+    assert model(36) == pytest.approx(0.008 + (0.05 - 0.008) * 28 / 56)
+    assert model(128) == pytest.approx(0.05 + (0.05 - 0.008) / 56 * 64)
+    with pytest.raises(ValueError):
+        InterpolatedServiceTime([1, 1], [0.1, 0.2])
+    with pytest.raises(ValueError):
+        InterpolatedServiceTime([1, 2], [0.1, -0.2])
+    with pytest.raises(ValueError):
+        model(0)
