@@ -30,9 +30,9 @@ from .experiments import default_workers, ewc_step_times, markdown_table, orderi
 SECTIONS = ("strategies", "ewc", "service", "clip")
 
 
-def bench_strategies(proto, out: dict) -> None:
+def bench_strategies(proto, out: dict, workers: int = 1) -> None:
     t0 = time.perf_counter()
-    results = run_grid(proto=proto, workers=default_workers())
+    results = run_grid(proto=proto, workers=workers)
     rows = summary_rows(results)
     print(f"\n## Split-Digits strategies ({len(proto.seeds)} seeds, hidden {proto.hidden}, "
           f"{proto.iterations} iterations/task, batch {proto.batch_size}, Adam lr {proto.lr:g}; "
@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iterations", type=int, default=None, help="iterations per task")
     p.add_argument("--hidden", type=int, default=None, help="hidden units per layer")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes for the strategy grid (one torch thread each); 0 = one per core (max 4)")
     args = p.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     out: dict = {}
     t0 = time.perf_counter()
     if "strategies" in sections:
-        bench_strategies(proto, out)
+        bench_strategies(proto, out, args.workers if args.workers > 0 else default_workers())
     if "ewc" in sections:
         bench_ewc_step(proto, out)
     if "service" in sections:
