@@ -113,12 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (0..n-1)")
     p.add_argument("--iterations", type=int, default=None, help="iterations per task")
     p.add_argument("--hidden", type=int, default=None, help="hidden units per layer")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads (default 1: these networks are tiny; 0 = torch's choice)")
     p.add_argument("--workers", type=int, default=1,
                    help="processes for the strategy grid (one torch thread each); 0 = one per core (max 4)")
     args = p.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(max(1, args.threads))
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(sections) - set(SECTIONS)
     if unknown:
