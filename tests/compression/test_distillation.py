@@ -100,3 +100,18 @@ def test_a_few_distillation_steps_reduce_the_loss(tiny_clip):
         distill_clip(student, pool, DistillConfig(steps=1, batch_size=8, relational_weight=0, feature_weight=0))
     with pytest.raises(ValueError, match="batch_size"):
         distill_clip(student, pool, DistillConfig(steps=1, batch_size=500))
+
+
+def test_output_kd_on_zero_shot_logits_trains_the_image_tower(tiny_clip):
+    from course_lib.compression.distillation import distill_zero_shot_logits
+    from course_lib.models import zero_shot_classifier
+    from course_lib.data import ShapeWorldConfig
+
+    teacher, tok = tiny_clip
+    pool = make_teacher_pool(teacher, tok, 48, seed=0)
+    classifier = zero_shot_classifier(teacher, tok, ShapeWorldConfig().class_names)
+    visual = make_student(teacher, StudentSpec()).visual
+    losses = distill_zero_shot_logits(visual, pool, classifier, temperature=4.0, steps=6, batch_size=16)
+    assert len(losses) == 6 and sum(losses[-2:]) < sum(losses[:2]) and not visual.training
+    with pytest.raises(ValueError, match="classifier"):
+        distill_zero_shot_logits(visual, pool, classifier[:, :10], temperature=4.0, steps=1)
