@@ -33,7 +33,11 @@ def test_notebook_hygiene(path):
         assert not FORBIDDEN.search(src), f"a notebook must not import solutions/ or exercises/: {src[:80]!r}"
         for out in cell.get("outputs", []):
             assert out.get("output_type") != "error", f"committed with an error output: {out.get('ename')}"
+            if out.get("name") == "stderr":
+                assert "Warning" not in "".join(out["text"]), f"committed with a warning: {''.join(out['text'])[:200]}"
         if "NBVAL_CHECK_OUTPUT" in src:
+            assert not any(o.get("name") == "stderr" for o in cell.get("outputs", [])), (
+                f"a checked cell has a stderr output (nbval fails when it is not reproduced): {src[:80]!r}")
             assert not re.search(r"perf_counter|benchmark\(|time\.time\(", src), "timing cells must not be checked by nbval"
     assert any(c["cell_type"] == "code" and c.get("outputs") for c in nb["cells"]), "commit notebooks executed"
     title = "".join(nb["cells"][0]["source"])
