@@ -54,3 +54,28 @@ def test_environment_pip_section_installs_the_package():
 
 def test_torch_is_not_pinned():
     assert not re.search(r"==", _pyproject()["torch"])
+
+
+def _readme_block(title: str) -> str:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split(f"## {title}", 1)[1]
+    return section.split("```bash", 1)[1].split("```", 1)[0].strip()
+
+
+def test_ci_runs_the_readme_commands():
+    ci = (ROOT / ".ci" / "run").read_text()
+    setup = _readme_block("Set up and open the course")
+    tests = _readme_block("Run the tests")
+    assert 'pip install -e ".[dev]"' in setup and 'pip install -e ".[dev]"' in ci
+    assert "python3 -m venv .venv" in setup and "python3 -m venv .venv" in ci
+    assert "jupyter lab" in setup
+    assert "HF_HUB_OFFLINE=1" in tests and "export HF_HUB_OFFLINE=1" in ci
+    assert tests.endswith("python -m pytest") and "\npython -m pytest\n" in ci
+
+
+def test_readme_links_every_notebook():
+    readme = (ROOT / "README.md").read_text()
+    for nb in sorted((ROOT / "notebooks").rglob("*.ipynb")):
+        if ".ipynb_checkpoints" in nb.parts:
+            continue
+        assert f"({nb.relative_to(ROOT)})" in readme, f"README's chapter map lacks {nb.relative_to(ROOT)}"
