@@ -24,6 +24,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+class UnsupportedAttentionError(ValueError):
+    """An ``nn.MultiheadAttention`` configuration or call that :class:`LinearAttention`
+    does not reproduce (cross-attention, kdim/vdim, bias_kv, dropout, attention weights)."""
+
+
 class LinearAttention(nn.Module):
     """Self-attention with ``in_proj``/``out_proj`` as ``nn.Linear``; a drop-in for
     ``nn.MultiheadAttention`` inside open_clip's ``ResidualAttentionBlock``.
@@ -60,17 +65,17 @@ class LinearAttention(nn.Module):
         """An exact copy of a self-attention ``nn.MultiheadAttention`` (same weights).
 
         Raises:
-            NotImplementedError: separate key/value projections (``kdim``/``vdim``),
+            UnsupportedAttentionError: separate key/value projections (``kdim``/``vdim``),
                 ``add_bias_kv``, ``add_zero_attn`` or dropout in training use.
         """
         if not isinstance(mha, nn.MultiheadAttention):
             raise TypeError(f"expected nn.MultiheadAttention, got {type(mha).__name__}")
         if not mha._qkv_same_embed_dim or mha.in_proj_weight is None:
-            raise NotImplementedError("MultiheadAttention with separate kdim/vdim projections is not supported")
+            raise UnsupportedAttentionError("MultiheadAttention with separate kdim/vdim projections is not supported")
         if mha.bias_k is not None or mha.add_zero_attn:
-            raise NotImplementedError("MultiheadAttention with add_bias_kv/add_zero_attn is not supported")
+            raise UnsupportedAttentionError("MultiheadAttention with add_bias_kv/add_zero_attn is not supported")
         if mha.dropout:
-            raise NotImplementedError(f"MultiheadAttention with dropout={mha.dropout} is not supported")
+            raise UnsupportedAttentionError(f"MultiheadAttention with dropout={mha.dropout} is not supported")
         has_bias = mha.in_proj_bias is not None
         new = cls(mha.embed_dim, mha.num_heads, mha.head_dim, bias=has_bias, batch_first=mha.batch_first)
         new = new.to(device=mha.in_proj_weight.device, dtype=mha.in_proj_weight.dtype)
@@ -99,11 +104,11 @@ class LinearAttention(nn.Module):
         logits, bool masks follow nn.MultiheadAttention (True = not allowed to attend).
         """
         if (key is not None and key is not query) or (value is not None and value is not query):
-            raise NotImplementedError("LinearAttention implements self-attention only (key and value must be query)")
+            raise UnsupportedAttentionError("LinearAttention implements self-attention only (key and value must be query)")
         if need_weights:
-            raise NotImplementedError("LinearAttention does not return attention weights (need_weights=False)")
+            raise UnsupportedAttentionError("LinearAttention does not return attention weights (need_weights=False)")
         if key_padding_mask is not None:
-            raise NotImplementedError("key_padding_mask is not supported; fold it into attn_mask")
+            raise UnsupportedAttentionError("key_padding_mask is not supported; fold it into attn_mask")
         if query.ndim != 3 or query.shape[-1] != self.embed_dim:
             raise ValueError(f"expected query [B, L, {self.embed_dim}] (batch_first) or [L, B, {self.embed_dim}], got {tuple(query.shape)}")
         x = query if self.batch_first else query.transpose(0, 1)

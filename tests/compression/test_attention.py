@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from course_lib.compression.attention import LinearAttention, unfuse_attention
+from course_lib.compression.attention import LinearAttention, UnsupportedAttentionError, unfuse_attention
 
 
 def _mha(batch_first: bool = True) -> nn.MultiheadAttention:
@@ -51,9 +51,9 @@ def test_unfused_tiny_clip_is_the_same_function(tiny_clip, images):
 def test_bad_inputs_raise():
     lin = LinearAttention.from_multihead(_mha())
     x = torch.randn(2, 5, 32)
-    with pytest.raises(NotImplementedError, match="self-attention"):
+    with pytest.raises(UnsupportedAttentionError, match="self-attention"):
         lin(x, torch.randn(2, 5, 32), x)
-    with pytest.raises(NotImplementedError, match="key_padding_mask"):
+    with pytest.raises(UnsupportedAttentionError, match="key_padding_mask"):
         lin(x, key_padding_mask=torch.zeros(2, 5, dtype=torch.bool))
     with pytest.raises(ValueError, match="expected query"):
         lin(torch.randn(2, 5, 16))
@@ -61,7 +61,7 @@ def test_bad_inputs_raise():
         lin(x, attn_mask=torch.zeros(5))
     with pytest.raises(TypeError):
         LinearAttention.from_multihead(nn.Linear(3, 3))
-    with pytest.raises(NotImplementedError, match="kdim"):
+    with pytest.raises(UnsupportedAttentionError, match="kdim"):
         LinearAttention.from_multihead(nn.MultiheadAttention(32, 4, kdim=8, vdim=8))
 
 
