@@ -10,7 +10,9 @@ and ONNX Runtime intra-op threads for the run; default: torch's current setting)
 ``--repeats R``, ``--no-experiments`` (skip the distillation-vs-scratch and
 gradual-vs-one-shot runs), ``--workdir DIR`` (where ONNX files go; default a temporary
 folder), and size overrides ``--pool-size``, ``--probe-size``, ``--finetune-steps``,
-``--distill-steps``, ``--batch-size``.
+``--distill-steps``, ``--batch-size``. ``--int8-anatomy`` runs only the INT8 anatomy:
+ONNX Runtime fp32 vs INT8 dynamic (all ops / matrix products only) at batch 64, with the
+kernel time split into matrix products, convolution and everything else.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ import torch
 
 from .. import config as course_config
 from ..models import count_parameters, load_clip
-from .benchmarking import Table, torch_threads
+from .benchmarking import Table, latency_table, torch_threads
 from .distillation import parameter_ratio
+from .engines import OrtModule, export_onnx, ort_op_profile, ort_quantize_dynamic, ort_session
 from .pipeline import PipelineConfig, gradual_vs_oneshot, measure_variants, run_pipeline, student_vs_scratch
 
 COLUMNS = ["variant", "params", "size_mb", "b1_ms", "b1_speedup", "b64_ms", "b64_speedup", "throughput", "accuracy", "cosine"]
@@ -67,6 +70,45 @@ def figures(rows: list[dict], extra: dict[str, object], teacher_acc: float) -> l
     return out
 
 
+MATRIX_OPS = frozenset({"MatMul", "Gemm", "FusedMatMul", "DynamicQuantizeMatMul", "MatMulInteger",
+                        "MatMulIntegerToFloat", "DynamicQuantizeLinear"})
+CONV_OPS = frozenset({"Conv", "ConvInteger"})
+
+
+def int8_anatomy(visual: torch.nn.Module, workdir: str | Path, batch_size: int = 64, repeats: int = 20,
+                 threads: int = 1, profile_runs: int = 10) -> list[dict[str, object]]:
+    """Why INT8 dynamic quantization speeds a small ViT up less than its matrix products.
+
+    Exports ``visual`` to ONNX, quantizes it dynamically twice (ONNX Runtime's default op
+    set, and matrix products only), times the three sessions interleaved at
+    ``batch_size`` (best of ``repeats``) and splits their kernel time by op type
+    (:func:`~course_lib.compression.engines.ort_op_profile`). Returns one row per
+    variant: ``b{batch_size}_ms``, ``speedup`` over fp32, and kernel ms spent in matrix
+    products (attention's included), convolution and everything else.
+    """
+    workdir = Path(workdir)
+    example = torch.rand(max(2, batch_size), 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    fp32 = export_onnx(visual, example, workdir / "anatomy_fp32.onnx")
+    paths = {
+        "ORT fp32": fp32,
+        "ORT int8 dynamic (default ops)": ort_quantize_dynamic(fp32, workdir / "anatomy_int8_all.onnx"),
+        "ORT int8 dynamic (MatMul/Gemm only)": ort_quantize_dynamic(fp32, workdir / "anatomy_int8_mm.onnx",
+                                                                     op_types=("MatMul", "Gemm")),
+    }
+    encoders = {name: OrtModule(ort_session(path, threads=threads)) for name, path in paths.items()}
+    times = latency_table(encoders, batch_sizes=(batch_size,), repeats=repeats)
+    base = times["ORT fp32"][batch_size].min
+    rows = []
+    for name, path in paths.items():
+        ops = ort_op_profile(path, example[:batch_size], runs=profile_runs, threads=threads)
+        matrix = sum(ms for op, ms in ops.items() if op in MATRIX_OPS)
+        conv = sum(ms for op, ms in ops.items() if op in CONV_OPS)
+        rows.append({"variant": name, f"b{batch_size}_ms": times[name][batch_size].min * 1e3,
+                     "speedup": base / times[name][batch_size].min, "matrix_ms": matrix, "conv_ms": conv,
+                     "other_ms": sum(ops.values()) - matrix - conv})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m course_lib.bench compression", description=__doc__.split("\n")[0])
     p.add_argument("--profile", choices=["quick", "full"], default=None)
@@ -74,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--no-experiments", action="store_true")
     p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--int8-anatomy", action="store_true", help="only the INT8 anatomy (ONNX Runtime, batch 64)")
     for name in ("pool_size", "probe_size", "finetune_steps", "distill_steps", "batch_size"):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=None, help=f"override the profile's {name}")
     args = p.parse_args(argv)
@@ -86,6 +129,15 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     teacher, _, tokenizer = load_clip("tiny")
+    if args.int8_anatomy:
+        threads = args.threads or 1
+        with torch_threads(threads), tempfile.TemporaryDirectory() as tmp:
+            rows = int8_anatomy(teacher.visual, args.workdir or tmp, repeats=cfg.repeats, threads=threads)
+        print(f"# INT8 anatomy: tiny-CLIP image tower, batch 64, {threads} thread(s), "
+              f"{platform.processor() or platform.machine()}; latency = best of {cfg.repeats} interleaved runs; "
+              "kernel ms per run from ONNX Runtime's profiler")
+        print(Table(rows))
+        return 0
     start = time.perf_counter()
     with torch_threads(args.threads), tempfile.TemporaryDirectory() as tmp:
         print(f"# Chapter 1 benchmark (profile {course_config.get_profile(args.profile)}, torch threads "

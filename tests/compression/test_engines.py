@@ -10,6 +10,7 @@ from course_lib.compression.engines import (
     export_onnx,
     max_abs_difference,
     onnx_size_mb,
+    ort_op_profile,
     ort_quantize_dynamic,
     ort_quantize_static,
     ort_session,
@@ -104,3 +105,31 @@ def test_a_trace_that_only_fits_its_example_is_caught(tmp_path):
     path = export_onnx(module, torch.ones(2, 4), tmp_path / "branch.onnx")  # consistent on the example
     with pytest.raises(ExportMismatchError):
         verify_onnx(module, ort_session(path), [-torch.ones(3, 4)])
+
+
+def _op_types(path) -> set[str]:
+    import onnx
+
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+def test_dynamic_quantization_op_types(exported, tmp_path):
+    _, path = exported
+    default = ort_quantize_dynamic(path, tmp_path / "all.onnx")
+    matrix_only = ort_quantize_dynamic(path, tmp_path / "mm.onnx", op_types=("MatMul", "Gemm"))
+    assert "ConvInteger" in _op_types(default)
+    ops = _op_types(matrix_only)
+    assert "Conv" in ops and "ConvInteger" not in ops
+    assert ops & {"DynamicQuantizeMatMul", "MatMulInteger", "MatMulIntegerToFloat"}
+
+
+def test_ort_op_profile_splits_kernel_time_by_op(exported, tmp_path):
+    _, path = exported
+    x = torch.randn(4, 3, 32, 32)
+    fp32 = ort_op_profile(path, x, runs=3)
+    assert "Conv" in fp32 and ({"MatMul", "Gemm"} & set(fp32))
+    assert all(ms >= 0 for ms in fp32.values()) and list(fp32.values()) == sorted(fp32.values(), reverse=True)
+    int8 = ort_op_profile(ort_quantize_dynamic(path, tmp_path / "q.onnx"), x, runs=3)
+    assert "ConvInteger" in int8 and "Conv" not in int8
+    with pytest.raises(ValueError, match="runs"):
+        ort_op_profile(path, x, runs=0)

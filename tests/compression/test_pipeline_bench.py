@@ -45,3 +45,13 @@ def test_experiments_run_with_tiny_budgets(tiny_clip):
 def test_profiles_differ():
     quick, full = PipelineConfig.for_profile("quick"), PipelineConfig.for_profile("full")
     assert full.distill_steps > quick.distill_steps and full.pool_size > quick.pool_size
+
+
+def test_int8_anatomy_rows(tiny_clip, tmp_path):
+    from course_lib.compression.bench import int8_anatomy
+
+    rows = int8_anatomy(tiny_clip[0].visual, tmp_path, batch_size=8, repeats=2, profile_runs=2)
+    assert [r["variant"] for r in rows] == ["ORT fp32", "ORT int8 dynamic (default ops)", "ORT int8 dynamic (MatMul/Gemm only)"]
+    assert rows[0]["speedup"] == 1.0
+    for r in rows:
+        assert r["b8_ms"] > 0 and r["matrix_ms"] > 0 and r["conv_ms"] > 0 and r["other_ms"] >= 0
