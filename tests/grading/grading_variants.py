@@ -628,4 +628,86 @@ class ProgressiveNet(nn.Module):
                 hs.append(torch.relu(z) if l < self.L else z)
             acts.append(hs)
         return acts[column][-1]'''),
+    Variant(D, "manual_logsumexp", "softmaxes and KL written out with logsumexp; manual cosine", append='''
+def _two_d_pair(a, b):
+    if a.dim() != 2 or a.shape != b.shape:
+        raise ValueError(f"expected two [B, C] tensors of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if a.shape[0] == 0:
+        raise ValueError("empty batch")
+
+
+def kd_loss(student_logits, teacher_logits, temperature):
+    _two_d_pair(student_logits, teacher_logits)
+    if not (isinstance(temperature, (int, float)) and temperature > 0):
+        raise ValueError("temperature must be > 0")
+    s = student_logits / temperature
+    t = teacher_logits / temperature
+    log_q = s - torch.logsumexp(s, dim=1, keepdim=True)
+    log_p = t - torch.logsumexp(t, dim=1, keepdim=True)
+    kl = (log_p.exp() * (log_p - log_q)).sum(dim=1)
+    return kl.mean() * temperature * temperature
+
+
+def feature_distillation_loss(student_features, teacher_features):
+    _two_d_pair(student_features, teacher_features)
+    dot = (student_features * teacher_features).sum(dim=1)
+    norms = student_features.norm(dim=1).clamp_min(1e-8) * teacher_features.norm(dim=1).clamp_min(1e-8)
+    return (1 - dot / norms).mean()
+
+
+def clip_distillation_loss(student_image, student_text, teacher_image, teacher_text, temperature):
+    for x in (student_image, student_text, teacher_image, teacher_text):
+        if x.dim() != 2:
+            raise ValueError("features must be [B, D]")
+    if len({x.shape[0] for x in (student_image, student_text, teacher_image, teacher_text)}) != 1:
+        raise ValueError("batch sizes differ")
+    if student_image.shape[1] != student_text.shape[1] or teacher_image.shape[1] != teacher_text.shape[1]:
+        raise ValueError("image and text widths of one model differ")
+    unit = lambda x: x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    s = unit(student_image) @ unit(student_text).T
+    t = unit(teacher_image) @ unit(teacher_text).T
+    return 0.5 * (kd_loss(s, t, temperature) + kd_loss(s.T.contiguous(), t.T.contiguous(), temperature))'''),
+    Variant(C, "diagonal_of_log_softmax", "row and column log-softmax by logsumexp, positives read off the diagonal; "
+            "SigLIP with softplus", append='''
+def _pair(image_features, text_features):
+    if image_features.dim() != 2 or image_features.shape != text_features.shape:
+        raise ValueError("image and text features must both be [B, D] with one shape")
+    if image_features.shape[0] == 0:
+        raise ValueError("empty batch")
+
+
+def clip_contrastive_loss(image_features, text_features, logit_scale):
+    _pair(image_features, text_features)
+    logits = logit_scale * (image_features @ text_features.T)
+    rows = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    cols = logits - torch.logsumexp(logits, dim=0, keepdim=True)
+    return -(torch.diagonal(rows).mean() + torch.diagonal(cols).mean()) / 2
+
+
+def siglip_loss(image_features, text_features, logit_scale, logit_bias):
+    _pair(image_features, text_features)
+    n = image_features.shape[0]
+    logits = logit_scale * (image_features @ text_features.T) + logit_bias
+    signs = torch.where(torch.eye(n, dtype=torch.bool), 1.0, -1.0).to(logits.dtype)
+    return F.softplus(-signs * logits).sum() / n'''),
+    Variant(M, "python_loops", "plain Python lists and loops", append='''
+def continual_metrics(acc, random_baseline=None):
+    a = torch.as_tensor(acc, dtype=torch.float64)
+    if a.dim() != 2 or a.shape[0] == 0 or a.shape[0] != a.shape[1]:
+        raise ValueError("acc must be a non-empty square matrix")
+    if torch.isnan(a).any():
+        raise ValueError("acc contains NaN")
+    rows = a.tolist()
+    n = len(rows)
+    out = {"average_accuracy": sum(rows[-1]) / n, "bwt": 0.0, "forgetting": 0.0, "fwt": float("nan")}
+    if n > 1:
+        out["bwt"] = sum(rows[-1][j] - rows[j][j] for j in range(n - 1)) / (n - 1)
+        out["forgetting"] = sum(max(rows[l][j] for l in range(j, n - 1)) - rows[-1][j] for j in range(n - 1)) / (n - 1)
+    if random_baseline is not None:
+        base = torch.as_tensor(random_baseline, dtype=torch.float64).flatten().tolist()
+        if len(base) != n or torch.as_tensor(random_baseline).dim() != 1:
+            raise ValueError(f"random_baseline must have {n} entries")
+        if n > 1:
+            out["fwt"] = sum(rows[j - 1][j] - base[j] for j in range(1, n)) / (n - 1)
+    return out'''),
 ]
