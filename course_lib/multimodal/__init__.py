@@ -12,7 +12,8 @@ Modules:
 * :mod:`.retrieval`: exact cosine search, recall@K, mAP, FAISS indexes, a search widget.
 * :mod:`.ann`: the million-vector recall-vs-speed study.
 * :mod:`.features`: patch and word tokens of a frozen CLIP.
-* :mod:`.fusion`: early / middle / late fusion for VQA, training and evaluation.
+* :mod:`.fusion`: early / middle / late fusion for VQA, training, evaluation, the budgets.
+* :mod:`.probes`: layer probes of patch tokens, the relation oracle, attention on named objects.
 * :mod:`.heads`: image-text matching, captioning decoder, BLEU.
 * :mod:`.advanced`: modality normalisation, gated and uncertainty-weighted fusion, corruption.
 

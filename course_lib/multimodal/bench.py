@@ -11,7 +11,9 @@ Sections (``--sections``, default all):
   against exact search and queries per second (one thread) of IVF, HNSW, IVF-PQ and
   IVF-PQ + re-ranking, and the fastest index at recall@10 >= 0.95.
 * ``fusion``: early / middle / late fusion trained on the same ShapeWorld VQA data with
-  the same budget: accuracy by question kind, parameters, latency.
+  the same budget (:func:`~course_lib.multimodal.fusion.fusion_budget` of the profile):
+  accuracy by question kind, parameters, latency; then a ladder on relation questions
+  (exact positions, perfect object tokens, CLIP patch tokens).
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ SECTIONS: tuple[str, ...] = ("sinkhorn", "retrieval", "ann", "fusion")
 def _table(rows: list[dict], floatfmt: str = "{:.3f}") -> str:
     if not rows:
         return "(no rows)"
-    cols = list(rows[0])
-    cells = [[c for c in cols]] + [[floatfmt.format(r[c]) if isinstance(r[c], float) else str(r[c]) for c in cols]
+    cols = list(dict.fromkeys(c for r in rows for c in r))  # every key, in first-seen order
+    cells = [[c for c in cols]] + [[floatfmt.format(r[c]) if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols]
                                    for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
     lines = ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
@@ -111,23 +113,44 @@ def bench_ann(size: int, n_real: int, n_queries: int, say=print) -> tuple[list[d
     return [p.as_row() for p in points], summary
 
 
-def bench_fusion(n_train: int, n_test: int, steps: int) -> list[dict]:
+def bench_fusion(n_train: int, n_test: int, steps: int, ladder_steps: int = 10_000) -> tuple[list[dict], list[dict]]:
+    """``(families, ladder)``: the three fusion families trained with the profile's budget
+    (``steps`` overrides its step count), and the relation-question ladder: majority answer,
+    an MLP given the exact object positions, middle fusion given perfect object tokens,
+    middle fusion given the CLIP patch tokens (both trained on relation questions only,
+    ``ladder_steps`` steps of 32 at learning rate 1e-3), with their training accuracy."""
+    import dataclasses
+
     from ..data import ShapeWorldConfig, ShapeWorldQADataset
-    from ..models import count_parameters, load_clip
-    from .fusion import FusionConfig, TrainSettings, build_fusion_model, evaluate_vqa, latency_ms, train_vqa, vqa_features
+    from ..models import load_clip
+    from .fusion import (FusionConfig, TrainSettings, build_fusion_model, compare_fusion, evaluate_vqa,
+                         fusion_budget, majority_baseline, train_vqa, vqa_features)
+    from .probes import oracle_object_tokens, relation_oracle_features, train_mlp_probe
 
     model, _, tok = load_clip("tiny")
     cfg = ShapeWorldConfig(max_objects=3)
-    train = vqa_features(model, tok, ShapeWorldQADataset("train", n_train, cfg))
-    test = vqa_features(model, tok, ShapeWorldQADataset("test", n_test, cfg))
-    rows = []
-    for kind in ("early", "middle", "late"):
-        net = build_fusion_model(kind, FusionConfig(**train.config_dims))
-        hist = train_vqa(net, train, TrainSettings(steps=steps))
-        rep = evaluate_vqa(net, test)
-        rows.append({"fusion": kind, **rep.as_row(), "params": count_parameters(net),
-                     "latency_ms(b=1)": latency_ms(net, test, 1), "train_s": hist["seconds"][0]})
-    return rows
+    budget = fusion_budget()
+    settings = dataclasses.replace(budget.settings, steps=steps)
+    data = {s: ShapeWorldQADataset(s, n, cfg) for s, n in (("train", n_train), ("test", n_test))}
+    feats = {s: vqa_features(model, tok, d) for s, d in data.items()}
+    runs = compare_fusion(feats["train"], feats["test"], settings, **budget.model)
+    families = [{"fusion": kind, **run.as_row()} for kind, run in runs.items()]
+    base = majority_baseline(feats["train"], feats["test"])
+    families.insert(0, {"fusion": "majority answer", **base})
+
+    ladder = [{"relation model": "majority answer", "accuracy": base["relation"]}]
+    x, y = relation_oracle_features(data["train"])
+    xt, yt = relation_oracle_features(data["test"])
+    ladder.append({"relation model": "MLP on exact object positions", "accuracy": train_mlp_probe(x, y, xt, yt)})
+    rel = {s: f.subset(["relation"]) for s, f in feats.items()}
+    oracle = {s: dataclasses.replace(rel[s], image_tokens=oracle_object_tokens(data[s].batch)) for s in rel}
+    for name, f in (("middle fusion, perfect object tokens", oracle), ("middle fusion, CLIP patch tokens", rel)):
+        grid = (1, f["train"].image_tokens.shape[1] - 1) if f is oracle else (4, 4)
+        net = build_fusion_model("middle", FusionConfig(**f["train"].config_dims, grid=grid, **budget.model))
+        train_vqa(net, f["train"], TrainSettings(steps=ladder_steps, batch_size=32, lr=1e-3))
+        ladder.append({"relation model": name, "accuracy": evaluate_vqa(net, f["test"]).accuracy,
+                       "train accuracy": evaluate_vqa(net, f["train"]).accuracy})
+    return families, ladder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ann-size", type=int, default=1_000_000, help="gallery size of the ANN study")
     p.add_argument("--ann-real", type=int, default=20_000, help="real images encoded to fit the mixture")
     p.add_argument("--ann-queries", type=int, default=500)
-    p.add_argument("--fusion-steps", type=int, default=600)
-    p.add_argument("--fusion-train", type=int, default=4000, help="training images (about 3.7 questions each)")
+    p.add_argument("--fusion-steps", type=int, default=None, help="training steps (default: the profile's budget)")
+    p.add_argument("--fusion-train", type=int, default=None, help="training images (default: the profile's budget)")
+    p.add_argument("--ladder-steps", type=int, default=10_000, help="training steps of the relation ladder's models")
     args = p.parse_args(argv)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = set(sections) - set(SECTIONS)
@@ -161,6 +185,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("no approximate index reached recall@10 >= 0.95")
     if "fusion" in sections:
-        print(f"\n== Fusion on ShapeWorld VQA ({args.fusion_train} training images, {args.fusion_steps} steps each)")
-        print(_table(bench_fusion(args.fusion_train, 1000, args.fusion_steps)), flush=True)
+        from .fusion import fusion_budget
+
+        budget = fusion_budget()
+        n_train = args.fusion_train or budget.train_images
+        steps = args.fusion_steps or budget.settings.steps
+        print(f"\n== Fusion on ShapeWorld VQA ({n_train} training images, {steps} steps of "
+              f"{budget.settings.batch_size} each, {budget.model})")
+        families, ladder = bench_fusion(n_train, 1000, steps, args.ladder_steps)
+        print(_table(families))
+        print(f"\n== Relation questions: what is learnable (relation questions only, {args.ladder_steps} steps of 32)")
+        print(_table(ladder), flush=True)
     return 0

@@ -250,12 +250,24 @@ class VQAFeatures:
                 "num_answers": len(self.answer_vocab)}
 
 
-def vqa_features(model: torch.nn.Module, tokenizer: Callable, dataset: Any, layer: int = -1,
-                 project: bool = True) -> VQAFeatures:
+IMAGE_LAYER = 2  # ViT block whose patch tokens the fusion models read (see :func:`.probes.layer_probes`)
+
+
+def vqa_features(model: torch.nn.Module, tokenizer: Callable, dataset: Any, layer: int = IMAGE_LAYER,
+                 project: bool = False) -> VQAFeatures:
     """Encode a :class:`~course_lib.data.ShapeWorldQADataset` with a frozen CLIP.
 
     Each image is encoded once (``image_tokens``) and each distinct question once
     (``text_tokens``); items index into them.
+
+    Args:
+        layer: ViT block of the patch tokens. The default, block 2 of the tiny CLIP's 4, is
+            where linear probes (:func:`~.probes.layer_probes`) read the colour and shape
+            under a patch best while its position is still ~95% readable; position fades
+            with depth.
+        project: pass the tokens through ``ln_post`` and the projections into the joint
+            space (the last block's convention; projected patch tokens lose position:
+            a linear probe reads a patch's own position less well from them).
     """
     if len(dataset) == 0:
         raise ValueError("empty VQA dataset")
@@ -293,6 +305,35 @@ class TrainSettings:
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError(f"need steps >= 1, batch_size >= 1 and lr > 0, got {asdict(self)}")
+
+
+@dataclass(frozen=True)
+class FusionBudget:
+    """The data, training budget and model size of one fusion comparison (configs as data).
+
+    Attributes:
+        train_images, test_images: ShapeWorld scenes (1-3 objects, about 3.7 questions each).
+        settings: the training budget every family gets.
+        model: :class:`FusionConfig` sizes shared by every family.
+    """
+
+    train_images: int
+    test_images: int
+    settings: TrainSettings
+    model: dict[str, int]
+
+
+def fusion_budget() -> FusionBudget:
+    """The budget of the current profile (``COURSE_PROFILE``): quick = about 15 s of training
+    per model on one CPU thread; full = 16,000 scenes, 6,000 steps of 64, two layers."""
+    from ..config import pick
+
+    return FusionBudget(
+        train_images=pick(quick=4_000, full=16_000),
+        test_images=pick(quick=600, full=2_000),
+        settings=TrainSettings(steps=pick(quick=800, full=6_000), batch_size=pick(quick=32, full=64), lr=3e-3),
+        model={"dim": 64, "heads": 4, "layers": pick(quick=1, full=2)},
+    )
 
 
 def _schedule(step: int, s: TrainSettings) -> float:
@@ -397,3 +438,47 @@ def latency_ms(model: nn.Module, data: VQAFeatures, batch_size: int = 1, repeats
     model.eval()
     res = benchmark(lambda: model(img, txt, mask), name=getattr(model, "kind", "model"), warmup=3, repeats=repeats)
     return 1e3 * res.median
+
+
+@dataclass
+class FusionRun:
+    """One trained fusion model of a comparison: the model, its training history, its test
+    report, its parameter count and its median forward latency (ms) at batch 1 and 256."""
+
+    model: nn.Module
+    history: dict[str, list]
+    report: VQAReport
+    params: int
+    latency_ms: dict[int, float]
+
+    def as_row(self) -> dict[str, float]:
+        return {**self.report.as_row(), "params": self.params,
+                **{f"ms b={b}": ms for b, ms in self.latency_ms.items()}, "train_s": self.history["seconds"][0]}
+
+
+def compare_fusion(train: VQAFeatures, test: VQAFeatures, settings: TrainSettings,
+                   kinds: Sequence[str] = FUSION_KINDS, eval_every: int = 0,
+                   latency_batches: Sequence[int] = (1, 256), progress: Callable[[str], None] | None = None,
+                   **config: Any) -> dict[str, FusionRun]:
+    """Train each fusion family on the same data with the same budget and the same width.
+
+    Args:
+        settings: the training budget, identical for every family (same seed, so the same
+            batches in the same order).
+        config: :class:`FusionConfig` sizes (``dim``, ``heads``, ``layers``, ...) shared by all.
+
+    Returns:
+        ``{kind: FusionRun}`` in the order of ``kinds``.
+    """
+    from ..models import count_parameters
+
+    runs = {}
+    for kind in kinds:
+        net = build_fusion_model(kind, FusionConfig(**train.config_dims, **config))
+        history = train_vqa(net, train, settings, eval_data=test, eval_every=eval_every)
+        report = evaluate_vqa(net, test)
+        latency = {b: latency_ms(net, test, b) for b in latency_batches}
+        runs[kind] = FusionRun(net, history, report, count_parameters(net), latency)
+        if progress is not None:
+            progress(f"{kind:>6}: trained in {history['seconds'][0]:.1f} s, test accuracy {report.accuracy:.3f}")
+    return runs

@@ -200,3 +200,32 @@ def test_caption_metrics_and_training_helpers_validate():
     dec = CaptionDecoder(64, vocab_size=20, max_len=10, dim=16, heads=2, layers=1)
     with pytest.raises(ValueError):
         train_captioner(dec, torch.randn(3, 17, 64), torch.ones(2, 5, dtype=torch.long), steps=1)
+
+
+def test_compare_fusion_gives_every_family_the_same_budget(vqa, monkeypatch):
+    from course_lib.multimodal.fusion import compare_fusion, fusion_budget
+
+    train, test = vqa
+    settings = TrainSettings(steps=6, batch_size=16, lr=1e-2)
+    runs = compare_fusion(train, test, settings, latency_batches=(1,), dim=16, heads=2, layers=1)
+    assert list(runs) == ["early", "middle", "late"]
+    for run in runs.values():
+        assert len(run.history["loss"]) == 6 and run.history["eval_step"] == [6]
+        row = run.as_row()
+        assert row["params"] == sum(p.numel() for p in run.model.parameters()) and row["ms b=1"] > 0
+    assert runs["early"].params < runs["middle"].params  # a cross- and a self-attention block per layer
+    monkeypatch.setenv("COURSE_PROFILE", "quick")
+    quick = fusion_budget()
+    monkeypatch.setenv("COURSE_PROFILE", "full")
+    full = fusion_budget()
+    assert full.train_images > quick.train_images and full.settings.steps > quick.settings.steps
+
+
+def test_bench_fusion_section_reports_families_and_the_relation_ladder():
+    families, ladder = bench.bench_fusion(n_train=120, n_test=60, steps=3, ladder_steps=3)
+    assert [r["fusion"] for r in families] == ["majority answer", "early", "middle", "late"]
+    assert all(0 <= r["relation"] <= 1 for r in families)
+    names = [r["relation model"] for r in ladder]
+    assert names[0] == "majority answer" and len(ladder) == 4
+    assert ladder[1]["accuracy"] > 0.75  # exact positions make relations easy
+    assert "relation" in bench._table(families)
