@@ -162,11 +162,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fusion-steps", type=int, default=None, help="training steps (default: the profile's budget)")
     p.add_argument("--fusion-train", type=int, default=None, help="training images (default: the profile's budget)")
     p.add_argument("--ladder-steps", type=int, default=10_000, help="training steps of the relation ladder's models")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's; 1 is faster for the small fusion models on a busy CPU)")
     args = p.parse_args(argv)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         p.error(f"unknown sections {sorted(unknown)}: expected some of {SECTIONS}")
+    if args.threads is not None:
+        if args.threads < 1:
+            p.error(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if "sinkhorn" in sections:
         print("== Sinkhorn 500x500 float64 vs ot.sinkhorn(method='sinkhorn_log') (stopThr 1e-9, <= 1000 iterations)")
