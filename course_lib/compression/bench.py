@@ -86,6 +86,8 @@ def int8_anatomy(visual: torch.nn.Module, workdir: str | Path, batch_size: int =
     variant: ``b{batch_size}_ms``, ``speedup`` over fp32, and kernel ms spent in matrix
     products (attention's included), convolution and everything else.
     """
+    if batch_size < 1 or repeats < 1 or profile_runs < 1:
+        raise ValueError(f"batch_size, repeats and profile_runs must be >= 1, got {batch_size}, {repeats}, {profile_runs}")
     workdir = Path(workdir)
     example = torch.rand(max(2, batch_size), 3, 32, 32, generator=torch.Generator().manual_seed(0))
     fp32 = export_onnx(visual, example, workdir / "anatomy_fp32.onnx")

@@ -105,6 +105,10 @@ def ridge_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tens
         raise ValueError("need non-empty features with one label per row")
     if l2 <= 0:
         raise ValueError(f"l2 must be > 0, got {l2}")
+    if not (torch.isfinite(train_x).all() and torch.isfinite(test_x).all()):
+        raise ValueError("features contain NaN or inf")
+    if min(int(train_y.min()), int(test_y.min())) < 0:
+        raise ValueError("class ids must be >= 0")
     x, xt = train_x.double(), test_x.double()
     mean, std = x.mean(0), x.std(0) + 1e-6
     x, xt = (x - mean) / std, (xt - mean) / std

@@ -55,3 +55,10 @@ def test_int8_anatomy_rows(tiny_clip, tmp_path):
     assert rows[0]["speedup"] == 1.0
     for r in rows:
         assert r["b8_ms"] > 0 and r["matrix_ms"] > 0 and r["conv_ms"] > 0 and r["other_ms"] >= 0
+
+
+def test_int8_anatomy_rejects_bad_sizes(tiny_clip, tmp_path):
+    from course_lib.compression.bench import int8_anatomy
+
+    with pytest.raises(ValueError, match="batch_size"):
+        int8_anatomy(tiny_clip[0].visual, tmp_path, batch_size=0)

@@ -118,3 +118,13 @@ def test_layer_probes_find_patch_positions(tiny_clip):
     assert [r["layer"] for r in rows] == [0, 3]
     assert all(r["position"] > 0.9 and r["color"] > 0.8 for r in rows)
     assert all(0 <= r["shape on objects"] <= 1 for r in rows)
+
+
+def test_ridge_probe_rejects_nan_and_negative_labels():
+    x, y = torch.randn(10, 3), torch.arange(10) % 2
+    bad = x.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        ridge_probe(bad, y, x, y)
+    with pytest.raises(ValueError, match=">= 0"):
+        ridge_probe(x, y - 1, x, y)
