@@ -249,3 +249,18 @@ def test_training_is_deterministic_and_learns():
     assert l1 == l2
     assert state_bytes(m1, cfg) == state_bytes(m2, cfg)
     assert l1[-1] < l1[0]
+
+
+def test_model_fingerprint_tracks_every_weight():
+    from course_lib.models import model_fingerprint
+
+    a, b = build_tiny_clip(), build_tiny_clip()
+    b.load_state_dict(a.state_dict())
+    assert model_fingerprint(a) == model_fingerprint(b)
+    assert len(model_fingerprint(a)) == 12 and len(model_fingerprint(a, length=64)) == 64
+    with torch.no_grad():
+        b.logit_scale.add_(1e-6)  # one scalar, the smallest change
+    assert model_fingerprint(a) != model_fingerprint(b)
+    with pytest.raises(ValueError, match="length"):
+        model_fingerprint(a, length=0)
+

@@ -9,6 +9,7 @@ from .loading import (
     load_clip,
     load_default_clip,
     load_tiny_clip,
+    model_fingerprint,
     parse_model_spec,
 )
 from .tiny_clip import (
@@ -34,7 +35,7 @@ __all__ = [
     "BUNDLED_CHECKPOINT", "BUNDLED_SHA256", "CheckpointError", "SHAPEWORLD_MEAN", "SHAPEWORLD_STD",
     "TEMPLATES", "TINY_CLIP_CONFIG", "WordTokenizer", "ZeroShotResult", "build_tiny_clip",
     "count_parameters", "encode_images", "encode_texts", "load_clip", "load_default_clip",
-    "load_tiny_clip", "parse_model_spec", "prepare_images", "preprocess_config", "recall_at_ks",
+    "load_tiny_clip", "model_fingerprint", "parse_model_spec", "prepare_images", "preprocess_config", "recall_at_ks",
     "retrieval_evaluate", "tiny_preprocess", "tiny_tokenizer", "zero_shot_classifier",
     "zero_shot_evaluate",
 ]

@@ -47,6 +47,25 @@ def _verify(path: Path, expected_sha256: str | None) -> None:
             )
 
 
+def model_fingerprint(model: torch.nn.Module, length: int = 12) -> str:
+    """A short hex SHA-256 of a model's state dict (names, shapes, dtypes and values).
+
+    Use it to key caches of anything computed from a model (embeddings, features), so a
+    retrained or switched model never reads another model's cached results.
+    """
+    if not 1 <= length <= 64:
+        raise ValueError(f"length must be in 1..64 hex digits, got {length}")
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"state dict entry {name!r} is a {type(tensor).__name__}, not a tensor "
+                            "(packed quantized weights cannot be fingerprinted; fingerprint the float model)")
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:length]
+
+
 def load_tiny_clip(
     checkpoint: str | Path | None = None,
     expected_sha256: str | None = None,
