@@ -264,3 +264,22 @@ def test_model_fingerprint_tracks_every_weight():
     with pytest.raises(ValueError, match="length"):
         model_fingerprint(a, length=0)
 
+
+
+def test_step_anatomy_accounts_for_the_step():
+    from course_lib.models.step_anatomy import FAMILIES, PHASES, op_family, step_anatomy
+
+    assert op_family("aten::addmm") == "matrix products"
+    assert op_family("aten::_scaled_dot_product_flash_attention_for_cpu_backward") == "attention"
+    assert op_family("aten::copy_") == "copies and layout" and op_family("aten::gelu") == "other"
+    a = step_anatomy(batch_size=16, steps=2, warmup=1)
+    assert tuple(a.phases_ms) == PHASES and tuple(a.families_ms) == FAMILIES
+    assert all(v >= 0 for v in a.phases_ms.values()) and a.step_ms > 0
+    assert a.phases_ms["image forward"] > 0 and a.phases_ms["backward"] > 0
+    assert a.families_ms["matrix products"] > 0 and a.families_ms["attention"] > 0
+    # the profiler's FLOP count of the matrix products: at least the image tower's forward
+    # Linear layers (4 blocks x 17 tokens x (3+1+2+2) x 128 x 128 multiply-adds per image)
+    assert a.matmul_gflop >= 16 * 4 * 17 * 8 * 128 * 128 * 2 / 1e9
+    assert a.matmul_gflops > 0 and "GFLOP/s" in a.table()
+    with pytest.raises(ValueError, match="batch_size"):
+        step_anatomy(batch_size=1)

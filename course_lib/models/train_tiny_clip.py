@@ -3,7 +3,8 @@
 ``python -m course_lib.models.train_tiny_clip`` reproduces the bundled checkpoint
 (``course_lib/models/assets/tiny_clip.pt``) from its recorded seed and profile and
 prints its SHA-256 and zero-shot accuracy. ``--out PATH`` writes elsewhere;
-``--steps``/``--profile`` change the schedule.
+``--steps``/``--profile`` change the schedule; ``--anatomy`` measures where one step's
+time goes instead of training (:mod:`course_lib.models.step_anatomy`).
 
 Data: a fixed pool of ShapeWorld images, half with one object (class-like captions such
 as "a small red circle"), half with one to three objects (relational captions). Loss:
@@ -70,6 +71,40 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return 0.5 * cfg.lr * (1 + math.cos(math.pi * progress))
 
 
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on biases, norms, embeddings, logit scale)."""
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+    )
+
+
+def train_step(
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    loss_fn: torch.nn.Module,
+    images: torch.Tensor,
+    tokens: torch.Tensor,
+    lr: float,
+) -> float:
+    """One contrastive step on a prepared batch (images ``[B, 3, S, S]``, tokens ``[B, L]``); returns the loss."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    img = model.encode_image(images, normalize=True)
+    txt = model.encode_text(tokens, normalize=True)
+    loss = loss_fn(img, txt, model.logit_scale.exp())
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, math.log(100))
+    return loss.item()
+
+
 def train_tiny_clip(
     cfg: TrainConfig | None = None,
     device: torch.device | str | None = None,
@@ -88,14 +123,7 @@ def train_tiny_clip(
     tokenizer = tiny_tokenizer()
     images, captions = training_pool(cfg.pool_size, cfg.seed)
     tokens = tokenizer(captions)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        betas=(0.9, 0.98),
-        eps=1e-6,
-    )
+    opt = make_optimizer(model, cfg)
     loss_fn = ClipLoss()
     gen = torch.Generator().manual_seed(cfg.seed)
     losses: list[float] = []
@@ -106,17 +134,7 @@ def train_tiny_clip(
         x = images[idx]
         x = prepare_images(model, x).to(device)
         t = tokens[idx].to(device)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        img = model.encode_image(x, normalize=True)
-        txt = model.encode_text(t, normalize=True)
-        loss = loss_fn(img, txt, model.logit_scale.exp())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))
-        losses.append(loss.item())
+        losses.append(train_step(model, opt, loss_fn, x, t, lr_at(step, cfg)))
         if step % 20 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
     model.eval()
@@ -151,7 +169,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="cpu (default: bit-reproducible) or cuda")
     p.add_argument("--out", type=Path, default=None, help="where to write the checkpoint (default: a temp file)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--anatomy", action="store_true",
+                   help="do not train: measure where one training step's time goes (phases, operator families)")
     args = p.parse_args(argv)
+
+    if args.anatomy:
+        import os
+
+        from .step_anatomy import step_anatomy
+
+        os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # a CUDA build on a CPU machine logs a spurious GPU error
+
+        print(step_anatomy(batch_size=TrainConfig().batch_size, seed=args.seed).table())
+        return 0
 
     cfg = TrainConfig.for_profile(args.profile)
     cfg.seed = args.seed
