@@ -91,13 +91,14 @@ def step_anatomy(batch_size: int = 256, steps: int = 5, warmup: int = 2, seed: i
     pool's size). Phases are timed with ``time.perf_counter`` on separate steps from the
     profiled ones, so the profiler's overhead does not leak into the phase timings.
     """
-    from .train_tiny_clip import TrainConfig, make_optimizer, training_pool
+    from .train_tiny_clip import TrainConfig, make_optimizer, train_step, training_pool
 
     if batch_size < 2 or steps < 1 or warmup < 0:
         raise ValueError(f"need batch_size >= 2, steps >= 1 and warmup >= 0, got {batch_size}, {steps}, {warmup}")
     torch.manual_seed(seed)
     model = build_tiny_clip().train()
-    opt = make_optimizer(model, TrainConfig(batch_size=batch_size))
+    cfg = TrainConfig(batch_size=batch_size)
+    opt = make_optimizer(model, cfg)
     loss_fn = ClipLoss()
     images, captions = training_pool(max(2 * batch_size, 1024), seed)
     tokens = tiny_tokenizer()(captions)
@@ -105,27 +106,14 @@ def step_anatomy(batch_size: int = 256, steps: int = 5, warmup: int = 2, seed: i
 
     def one_step(clock: dict[str, float] | None) -> None:
         marks = [time.perf_counter()]
-
-        def mark() -> None:
-            marks.append(time.perf_counter())
-
         idx = torch.randint(0, len(images), (batch_size,), generator=gen)
         x, t = prepare_images(model, images[idx]), tokens[idx]
-        mark()
-        img = model.encode_image(x, normalize=True)
-        mark()
-        txt = model.encode_text(t, normalize=True)
-        mark()
-        loss = loss_fn(img, txt, model.logit_scale.exp())
-        opt.zero_grad(set_to_none=True)
-        mark()
-        loss.backward()
-        mark()
-        opt.step()
-        mark()
+        marks.append(time.perf_counter())
+        train_step(model, opt, loss_fn, x, t, cfg.lr, phase_done=lambda: marks.append(time.perf_counter()))
         if clock is not None:
-            for name, start, end in zip(PHASES, marks, marks[1:]):
-                clock[name] += 1e3 * (end - start)
+            intervals = [end - start for start, end in zip(marks, marks[1:])]
+            for name, seconds in zip(PHASES, intervals, strict=True):
+                clock[name] += 1e3 * seconds
 
     for _ in range(warmup):
         one_step(None)

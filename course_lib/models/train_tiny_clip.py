@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -90,18 +91,29 @@ def train_step(
     images: torch.Tensor,
     tokens: torch.Tensor,
     lr: float,
+    phase_done: Callable[[], None] | None = None,
 ) -> float:
-    """One contrastive step on a prepared batch (images ``[B, 3, S, S]``, tokens ``[B, L]``); returns the loss."""
+    """One contrastive step on a prepared batch (images ``[B, 3, S, S]``, tokens ``[B, L]``); returns the loss.
+
+    ``phase_done``, if given, is called after each of the five phases (image forward, text
+    forward, loss, backward, optimizer): :mod:`.step_anatomy` times the phases with it.
+    """
+    done = phase_done or (lambda: None)
     for group in opt.param_groups:
         group["lr"] = lr
     img = model.encode_image(images, normalize=True)
+    done()
     txt = model.encode_text(tokens, normalize=True)
+    done()
     loss = loss_fn(img, txt, model.logit_scale.exp())
     opt.zero_grad(set_to_none=True)
+    done()
     loss.backward()
+    done()
     opt.step()
     with torch.no_grad():
         model.logit_scale.clamp_(0, math.log(100))
+    done()
     return loss.item()
 
 
