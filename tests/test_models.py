@@ -283,3 +283,55 @@ def test_step_anatomy_accounts_for_the_step():
     assert a.matmul_gflops > 0 and "GFLOP/s" in a.table()
     with pytest.raises(ValueError, match="batch_size"):
         step_anatomy(batch_size=1)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")  # torch.ao is deprecated
+def test_model_fingerprint_bad_input():
+    from course_lib.compression.quantization import quantize_dynamic_int8
+    from course_lib.models import model_fingerprint
+
+    with pytest.raises(ValueError, match="length"):
+        model_fingerprint(build_tiny_clip(), length=65)
+    packed = quantize_dynamic_int8(torch.nn.Sequential(torch.nn.Linear(4, 4)))
+    with pytest.raises(TypeError, match="packed quantized"):
+        model_fingerprint(packed)
+
+
+def test_train_step_rejects_bad_batches_and_non_finite_loss():
+    from open_clip.loss import ClipLoss
+
+    from course_lib.models.train_tiny_clip import make_optimizer, train_step
+
+    model = build_tiny_clip().train()
+    opt, loss_fn = make_optimizer(model, TrainConfig()), ClipLoss()
+    x, t = torch.randn(4, 3, 32, 32), tiny_tokenizer()(["a red circle", "a blue cross", "a green square", "a cyan circle"])
+    with pytest.raises(ValueError, match="batch"):
+        train_step(model, opt, loss_fn, x, t[:3], 1e-3)
+    with pytest.raises(ValueError, match="batch"):
+        train_step(model, opt, loss_fn, x[:1], t[:1], 1e-3)
+    with pytest.raises(ValueError, match="lr"):
+        train_step(model, opt, loss_fn, x, t, float("nan"))
+    loss = train_step(model, opt, loss_fn, x, t, 1e-3)
+    assert np.isfinite(loss)
+    with pytest.raises(FloatingPointError, match="NaN"):
+        train_step(model, opt, loss_fn, x * float("nan"), t, 1e-3)
+
+
+def test_anatomy_cli_rejects_training_options():
+    from course_lib.models.train_tiny_clip import main
+
+    with pytest.raises(SystemExit):
+        main(["--anatomy", "--steps", "10"])
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # quantized tensor creation is deprecated in torch
+def test_model_fingerprint_of_quantized_tensors():
+    from course_lib.models import model_fingerprint
+
+    def holder(values):
+        m = torch.nn.Module()
+        m.register_buffer("w", torch.quantize_per_tensor(torch.tensor(values), 0.1, 0, torch.qint8))
+        return m
+
+    assert model_fingerprint(holder([0.1, 0.2])) == model_fingerprint(holder([0.1, 0.2]))
+    assert model_fingerprint(holder([0.1, 0.2])) != model_fingerprint(holder([0.1, 0.3]))

@@ -60,8 +60,11 @@ def model_fingerprint(model: torch.nn.Module, length: int = 12) -> str:
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(f"state dict entry {name!r} is a {type(tensor).__name__}, not a tensor "
                             "(packed quantized weights cannot be fingerprinted; fingerprint the float model)")
-        t = tensor.detach().cpu().contiguous()
+        t = tensor.detach().cpu()
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        if t.is_quantized:  # statically quantized weights: hash the values they stand for
+            t = t.dequantize()
+        t = t.contiguous()
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:length]
 

@@ -98,6 +98,11 @@ def train_step(
     ``phase_done``, if given, is called after each of the five phases (image forward, text
     forward, loss, backward, optimizer): :mod:`.step_anatomy` times the phases with it.
     """
+    if images.ndim != 4 or tokens.ndim != 2 or images.shape[0] != tokens.shape[0] or images.shape[0] < 2:
+        raise ValueError(f"need a batch of B >= 2 images [B, 3, S, S] and their tokens [B, L], got "
+                         f"{tuple(images.shape)} and {tuple(tokens.shape)}")
+    if not (math.isfinite(lr) and lr >= 0):
+        raise ValueError(f"lr must be a finite number >= 0, got {lr}")
     done = phase_done or (lambda: None)
     for group in opt.param_groups:
         group["lr"] = lr
@@ -106,6 +111,9 @@ def train_step(
     txt = model.encode_text(tokens, normalize=True)
     done()
     loss = loss_fn(img, txt, model.logit_scale.exp())
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"contrastive loss is {loss.item()}: the weights or the inputs hold NaN/inf "
+                                 "(lower the learning rate or check the batch)")
     opt.zero_grad(set_to_none=True)
     done()
     loss.backward()
@@ -185,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="do not train: measure where one training step's time goes (phases, operator families)")
     args = p.parse_args(argv)
 
+    if args.anatomy and (args.steps is not None or args.out is not None):
+        p.error("--anatomy measures a few steps and trains nothing: --steps and --out do not apply")
     if args.anatomy:
         import os
 
