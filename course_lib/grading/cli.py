@@ -19,8 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-from .report import format_class_table, format_failures, format_table, write_csv, write_json
+from .report import clean, format_class_table, format_failures, format_table, write_csv, write_json
 from .runner import DEFAULT_TIMEOUT, Grader, UsageError, default_submission, find_tests_dir
+from .sandbox import sandbox_status
 from .tasks import TASK_IDS, TASKS, find_task, submission_root
 
 
@@ -49,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tests", metavar="DIR", help=argparse.SUPPRESS)  # graded tests folder (default: found)
     p.add_argument("--mode", choices=("auto", "fork", "spawn"), default="auto", help=argparse.SUPPRESS)
     p.add_argument("--logs", metavar="DIR", help=argparse.SUPPRESS)  # keep each task's pytest output
+    p.add_argument("--allow-unsandboxed", action="store_true",
+                   help="grade a class even where the bubblewrap sandbox cannot start (submissions then run "
+                        "with resource limits only and can read what your user can read)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the table")
     return p
 
@@ -100,7 +104,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"course-grade: error: {exc}", file=sys.stderr)
         return 2
     jobs = args.jobs or max(1, min(4, os.cpu_count() or 1))
-    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(clean(msg), file=sys.stderr, flush=True))
+    sandboxed, why = sandbox_status()
+    if not sandboxed:
+        print(f"course-grade: warning: no sandbox: {why}", file=sys.stderr)
+        if class_mode and not args.allow_unsandboxed:
+            print("course-grade: error: refusing to grade a class without the sandbox (submissions could read "
+                  "each other's files and yours); fix the sandbox or pass --allow-unsandboxed", file=sys.stderr)
+            return 2
+    else:
+        say(f"Sandbox: {why}")
     if not class_mode:
         say(f"Grading {submissions[0][1]} ({len(tasks)} task{'s' if len(tasks) != 1 else ''}, "
             f"{args.timeout:g} s per task, {jobs} in parallel)")

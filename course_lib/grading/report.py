@@ -14,16 +14,65 @@ tests. For a class (``--submissions``) the JSON is ``{"submissions": [{"student"
 CSV for one submission: one row per task (``task, tests_passed, tests_total, score,
 max_score, note``). CSV for a class: one row per student (``student``, one column of
 points per task, ``score``, ``max_score``).
+
+Everything here is safe to open: text coming from a submission (messages, student folder
+names) has control and format characters escaped (no terminal escape sequences, no
+bidirectional overrides), CSV cells that a spreadsheet would read as a formula are
+prefixed with ``'``, and files are written atomically (a temporary file in the same
+folder, then renamed over the target: a pre-existing link is replaced, never followed).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
+import tempfile
+import unicodedata
 from pathlib import Path
-from typing import TextIO
 
 from .runner import SubmissionReport
+
+
+def clean(text: object, single_line: bool = False) -> str:
+    """``text`` with control/format characters escaped (``\\x1b``); newlines kept unless ``single_line``."""
+    out = []
+    for ch in str(text):
+        if ch in "\n\t" and not single_line:
+            out.append(ch)
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def csv_cell(value: object) -> object:
+    """A CSV cell that no spreadsheet evaluates: text starting with = + - @ (or tab/CR) gets a leading '."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    text = clean(value, single_line=True)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20") else text
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file renamed over it."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def format_table(report: SubmissionReport) -> str:
@@ -38,7 +87,7 @@ def format_table(report: SubmissionReport) -> str:
                      f"{f'{task.score}/{task.max_score}':>9}")
     lines.append("-" * len(lines[0]))
     lines.append(f"{'total':<{width}}  {f'{passed}/{total}':>12}  {f'{report.score}/{report.max_score}':>9}")
-    notes = [f"  {t.task}: {t.note}" for t in report.tasks if t.note and t.note != "file missing"]
+    notes = [f"  {t.task}: {clean(t.note, True)}" for t in report.tasks if t.note and t.note != "file missing"]
     missing = [t.task for t in report.tasks if t.note == "file missing"]
     if missing:
         notes.append(f"  no file for: {', '.join(missing)}")
@@ -58,18 +107,21 @@ def format_failures(report: SubmissionReport, limit: int = 3) -> str:
         out.append(f"{task.task}:")
         for test in failed[:limit]:
             first = test.message.strip().splitlines()[0] if test.message.strip() else "failed"
-            out.append(f"  - {test.name}: {first[:200]}")
+            out.append(f"  - {test.name}: {clean(first[:200], True)}")
         if len(failed) > limit:
             out.append(f"  ... and {len(failed) - limit} more failing tests")
     return "\n".join(out)
 
 
 def format_class_table(reports: list[SubmissionReport]) -> str:
-    width = max([len("student")] + [len(r.label) for r in reports])
+    labels = [clean(r.label, True) for r in reports]
+    width = max([len("student")] + [len(label) for label in labels])
     lines = [f"{'student':<{width}}  {'points':>9}  tasks with full marks"]
-    for r in reports:
+    for label, r in zip(labels, reports):
         full = sum(t.score == t.max_score for t in r.tasks)
-        lines.append(f"{r.label:<{width}}  {f'{r.score}/{r.max_score}':>9}  {full}/{len(r.tasks)}")
+        flag = "  similar: " + ", ".join(f"{f['task'].split('/')[-1]}~{clean(f['other'], True)} {f['score']:.2f}"
+                                         for f in r.flags[:3]) if r.flags else ""
+        lines.append(f"{label:<{width}}  {f'{r.score}/{r.max_score}':>9}  {full}/{len(r.tasks)}{flag}")
     return "\n".join(lines)
 
 
@@ -78,25 +130,23 @@ def write_json(path: Path, reports: list[SubmissionReport], class_mode: bool) ->
         data = {"submissions": [{"student": r.label, **r.to_dict()} for r in reports]}
     else:
         data = reports[0].to_dict()
-    Path(path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    atomic_write(Path(path), json.dumps(data, indent=2, ensure_ascii=True) + "\n")
 
 
 def _write_rows(path: Path, header: list[str], rows: list[list]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        _csv(fh, header, rows)
-
-
-def _csv(fh: TextIO, header: list[str], rows: list[list]) -> None:
-    writer = csv.writer(fh)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
     writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerows([[csv_cell(v) for v in row] for row in rows])
+    atomic_write(Path(path), buffer.getvalue())
 
 
 def write_csv(path: Path, reports: list[SubmissionReport], class_mode: bool) -> None:
     if class_mode:
         tasks = [t.task for t in reports[0].tasks] if reports else []
-        rows = [[r.label, *[t.score for t in r.tasks], r.score, r.max_score] for r in reports]
-        _write_rows(path, ["student", *tasks, "score", "max_score"], rows)
+        rows = [[r.label, *[t.score for t in r.tasks], r.score, r.max_score,
+                 "; ".join(f"{f['task']}~{f['other']} {f['score']:.2f}" for f in r.flags)] for r in reports]
+        _write_rows(path, ["student", *tasks, "score", "max_score", "similar_to"], rows)
     else:
         rows = [[t.task, t.passed, len(t.tests), t.score, t.max_score, t.note] for t in reports[0].tasks]
         _write_rows(path, ["task", "tests_passed", "tests_total", "score", "max_score", "note"], rows)

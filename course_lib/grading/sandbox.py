@@ -273,6 +273,20 @@ class TaskCgroup:
         self.dirs = []
 
 
+def remove_cgroups_of(pid: int) -> None:
+    """Remove the cgroups a (killed) process left behind: they are empty once its sandboxes died."""
+    base = Path("/sys/fs/cgroup")
+    try:
+        own = Path("/proc/self/cgroup").read_text().split("0::", 1)[1].splitlines()[0].strip("/")
+    except (OSError, IndexError):
+        own = ""
+    pattern = f"course-grade-{pid}-*"
+    stale = [*(base / own).glob(pattern), *(base / "memory").glob(pattern), *(base / "pids").glob(pattern)]
+    leftover = TaskCgroup.__new__(TaskCgroup)
+    leftover.dirs = stale
+    leftover.remove()
+
+
 # ---------------------------------------------------------------------------------------
 # probing
 
