@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from . import modelspec
-from .transport import FnSpec
+from .transport import FnSpec, map_leaves
 
 
 # ---------------------------------------------------------------------------------------
@@ -213,7 +213,119 @@ def reservoir_trials(state, capacity: int, batch_sizes: list[int], seeds: list[i
     return {"ids": ids, "labels_ok": labels_ok, "lengths": lengths, "num_seen": seen, "sample_sizes": sizes}
 
 
+def _stream(total: int, width: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Items of reservoir_trials' stream: x[i] = [i, -i, ...] (float32), y[i] = 3 i + 1 (int64)."""
+    stream = torch.arange(total, dtype=torch.float32)
+    x_all = torch.stack([stream * (1 if c % 2 == 0 else -1) + c // 2 * 0.5 for c in range(width)], dim=1)
+    return x_all, 3 * torch.arange(total, dtype=torch.int64) + 1
+
+
+def _sample_pair(buf: Any, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    out = buf.sample(n)
+    if not isinstance(out, tuple) or len(out) != 2:
+        raise TypeError(f"sample({n}) should return a tuple (x, y), got {type(out).__name__}")
+    xs, ys = out
+    if not isinstance(xs, torch.Tensor) or not isinstance(ys, torch.Tensor):
+        raise TypeError(f"sample({n}) should return two tensors, got {type(xs).__name__} and {type(ys).__name__}")
+    return xs, ys
+
+
+def reservoir_draws(state, capacity: int, seed: int, n: int, calls: int) -> dict:
+    """Fill a ReservoirBuffer with exactly ``capacity`` items of the stream (so it stores all of
+    them), then call ``sample(n)`` ``calls`` times. Returns ``ids`` [calls, n] (the item ids of
+    each sample as read from x[:, 0], -1 padding) and ``sizes`` (rows per sample)."""
+    cls = _submission(state, "ReservoirBuffer")
+    x_all, y_all = _stream(capacity)
+    buf = cls(capacity, seed=seed)
+    buf.add(x_all.clone(), y_all.clone())
+    ids = torch.full((calls, n), -1, dtype=torch.int64)
+    sizes = []
+    for r in range(calls):
+        xs, _ = _sample_pair(buf, n)
+        got = xs[:, 0].round().to(torch.int64) if xs.ndim == 2 else torch.zeros(0, dtype=torch.int64)
+        sizes.append(int(got.numel()))
+        ids[r, : min(n, got.numel())] = got[:n]
+    return {"ids": ids, "sizes": sizes}
+
+
+def reservoir_aliasing(state, capacity: int, num_items: int, seed: int, n: int) -> dict:
+    """Does a ReservoirBuffer share memory with the caller's tensors or with what it hands out?
+
+    Adds ``num_items`` items of the stream, then overwrites the caller's x and y in place and
+    reads everything back (``sample(capacity)``); then overwrites a ``sample(n)`` in place and
+    reads everything back again. Returns the two read-backs (x, y) as data."""
+    cls = _submission(state, "ReservoirBuffer")
+    x_all, y_all = _stream(num_items)
+    x, y = x_all.clone(), y_all.clone()
+    buf = cls(capacity, seed=seed)
+    buf.add(x, y)
+    x.fill_(-7.0)
+    y.fill_(-7)
+    xs, ys = _sample_pair(buf, capacity)
+    after_add = (xs.detach().clone(), ys.detach().clone())
+    xs, ys = _sample_pair(buf, n)
+    with torch.no_grad():
+        xs.fill_(-9.0)
+        ys.fill_(-9)
+    xs, ys = _sample_pair(buf, capacity)
+    return {"after_add": after_add, "after_sample": (xs.detach().clone(), ys.detach().clone())}
+
+
+# ---------------------------------------------------------------------------------------
+# devices: run submitted code on PyTorch's "meta" device (a device without data)
+
+
+def _device_error_text(exc: BaseException) -> str:
+    try:
+        return str(exc)[:500]
+    except Exception:
+        return "<unprintable>"
+
+
+def on_meta(state, target: Any, method: str, args: list, kwargs: dict) -> dict:
+    """Call ``target`` (a submission function name, or an object and its ``method``) with every
+    tensor and module of the arguments moved to the ``meta`` device (modules are copied first).
+
+    Returns ``{"tensors": [[path, device], ...]}`` for the tensors in the result, or
+    ``{"raised": type name, "message": ...}`` if the call raised."""
+    import copy
+
+    def to_meta(v: Any) -> Any:
+        if isinstance(v, torch.Tensor):
+            return v.detach().to("meta")
+        if isinstance(v, nn.Module):
+            return copy.deepcopy(v).to("meta")
+        return v
+
+    try:
+        args = map_leaves(list(args), to_meta)
+        kwargs = {k: map_leaves(v, to_meta) for k, v in dict(kwargs).items()}
+        if isinstance(target, str):
+            fn = _submission(state, target)
+        else:
+            obj = to_meta(target)
+            fn = obj if method == "__call__" else getattr(obj, method)
+        out = fn(*args, **kwargs)
+    except Exception as exc:
+        return {"raised": type(exc).__name__, "message": _device_error_text(exc)}
+    found: list = []
+
+    def walk(v: Any, path: str) -> None:
+        if isinstance(v, torch.Tensor):
+            found.append([path, v.device.type])
+        elif isinstance(v, (list, tuple)):
+            for i, item in enumerate(v):
+                walk(item, f"{path}[{i}]")
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                walk(item, f"{path}[{k!r}]")
+
+    walk(out, "")
+    return {"tensors": found[:200]}
+
+
 HELPERS: dict[str, Callable] = {f.__name__: f for f in (
     build_model, state_dict, load_state_dict, param_info, param_ids, get_grads, set_grads, set_train, module_mode,
     call_with_grad, call_with_param_grads, method_with_param_grads, method_with_input_grads, reservoir_trials,
+    reservoir_draws, reservoir_aliasing, on_meta,
 )}

@@ -26,6 +26,10 @@ __all__ = [
     "as_scalar",
     "assert_gradients",
     "fmt",
+    "EPS",
+    "input_precision",
+    "assert_precision",
+    "assert_on_input_device",
 ]
 
 
@@ -163,3 +167,105 @@ def assert_gradients(impl: Any, function: str, args: list, wrt: list[int], refer
         if got is None:
             raise AssertionError(f"no gradient of {function} reached {name} (is it detached somewhere?)")
         assert_close(got, leaf.grad, f"d {function} / d {name}", atol=atol, rtol=rtol)
+
+
+# ---------------------------------------------------------------------------------------
+# precision and devices
+#
+# Policy (each graded test file states how it applies it in its "Tolerances" paragraph):
+# where a contract does not fix the result's dtype, a result must be as accurate as
+# arithmetic in the *inputs'* precision allows. float32 inputs: float32 or float64 work and
+# results both pass. float64 inputs: the result must be float64-accurate, so work done in
+# float32 (or float16) and converted back at the end fails. A tolerance is
+# ``factor * eps(input dtype) * magnitude`` where ``magnitude`` bounds how much the problem
+# amplifies rounding errors (its conditioning), so it means the same thing in every dtype.
+
+EPS: dict[torch.dtype, float] = {dt: torch.finfo(dt).eps for dt in
+                                 (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
+_RANK = {torch.float16: 0, torch.bfloat16: 0, torch.float32: 1, torch.float64: 2}
+
+
+def input_precision(*values: Any) -> torch.dtype:
+    """The precision a result must reach: float64 if every floating tensor among ``values`` is
+    float64, else float32 (float16/bfloat16 inputs are held to float32's standard too)."""
+    dtypes = [v.dtype for v in values if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    return torch.float64 if dtypes and all(d == torch.float64 for d in dtypes) else torch.float32
+
+
+def assert_precision(actual: Any, expected: Any, name: str, dtype: torch.dtype, magnitude: float = 1.0,
+                     factor: float = 64.0, hint: str = "") -> None:
+    """Compare ``actual`` (tensor or number) with a float64 reference ``expected`` to within
+    ``factor * eps(dtype) * magnitude`` (absolute), ``dtype`` being the inputs' precision.
+
+    A result tensor in a lower precision than ``dtype`` fails with a message naming both."""
+    if isinstance(actual, torch.Tensor):
+        if actual.is_floating_point() and _RANK.get(actual.dtype, 2) < _RANK[dtype]:
+            raise AssertionError(
+                f"{name} came back as {str(actual.dtype).replace('torch.', '')} for "
+                f"{str(dtype).replace('torch.', '')} inputs: keep the inputs' dtype through the computation "
+                "(no .float() / .half(), and create new tensors with dtype=x.dtype)" + (f". {hint}" if hint else ""))
+        if actual.is_complex():
+            raise AssertionError(f"{name} should be real, got {actual.dtype}")
+        a = actual.detach().to(torch.float64)
+    elif isinstance(actual, (int, float)) and not isinstance(actual, bool):
+        a = torch.tensor(float(actual), dtype=torch.float64)
+    else:
+        raise AssertionError(f"{name} should be a number or a tensor, got {describe(actual)}")
+    e = torch.as_tensor(expected).detach().to(torch.float64)
+    if tuple(a.shape) != tuple(e.shape):
+        raise AssertionError(f"{name} should have shape {list(e.shape)}, got {list(a.shape)}")
+    tol = factor * EPS[dtype] * magnitude
+    if not bool(torch.isfinite(a).all()):
+        raise AssertionError(f"{name} contains NaN or inf" + (f". {hint}" if hint else ""))
+    diff = (a - e).abs()
+    worst = float(diff.max()) if diff.numel() else 0.0
+    if worst > tol:
+        where = ""
+        if a.dim():
+            idx = int(diff.flatten().argmax())
+            where = f" (at index {[int(p) for p in torch.unravel_index(torch.tensor(idx), a.shape)]})"
+        lower = ""
+        if dtype == torch.float64 and worst < 1e-3 * max(magnitude, 1e-300) and worst > 1e4 * tol:
+            lower = (": that is the error of float32 arithmetic - for float64 inputs compute in float64 (no "
+                     ".float(); new tensors with dtype=x.dtype, accumulators with torch.zeros_like(...))")
+        elif dtype == torch.float32 and worst < 1e-1 * max(magnitude, 1e-300) and worst > 100 * tol:
+            lower = ": that is the error of float16/bfloat16 arithmetic - compute in (at least) float32"
+        raise AssertionError(f"{name} is off by {worst:.3g}{where}; allowed {tol:.2g} for "
+                             f"{str(dtype).replace('torch.', '')} inputs{lower}" + (f". {hint}" if hint else ""))
+
+
+_DEVICE_ERRORS = ("is not on the expected device", "same device", "found at least two devices",
+                  "Expected all tensors to be on", "to be on the same device", "device meta is not",
+                  "device cpu is not")
+
+
+def _device_error(message: str) -> bool:
+    return any(s.lower() in message.lower() for s in _DEVICE_ERRORS)
+
+
+def assert_on_input_device(impl: Any, what: str, target: Any, args: list, kwargs: dict | None = None,
+                           method: str = "__call__") -> None:
+    """Run ``target`` (a function name, or a remote object and its ``method``) with every tensor
+    and module of ``args`` moved to PyTorch's ``meta`` device, which stands in for a GPU on a
+    machine without one: tensors there have a device but no data.
+
+    Fails if the call mixes devices (a tensor created without ``device=``) or returns a tensor
+    that is not on the inputs' device. A call that cannot run on ``meta`` for other reasons
+    (it reads values, e.g. ``.item()`` or ``.tolist()``) proves nothing either way and passes."""
+    out = impl.helper("on_meta", target, method, list(args), dict(kwargs or {}))
+    if not isinstance(out, dict):
+        raise AssertionError("the device check did not get an answer (see the other tests)")
+    if "raised" in out:
+        message = str(out.get("message", ""))[:300]
+        if _device_error(message):
+            raise AssertionError(
+                f"{what} fails when its inputs live on another device ({out['raised']}: {message}). Create new "
+                "tensors on the inputs' device (torch.arange(n, device=x.device), torch.zeros_like(x), "
+                "x.new_zeros(...)). Checked with PyTorch's 'meta' device, which stands in for a GPU")
+        return
+    wrong = [(path, dev) for path, dev in out.get("tensors", []) if dev != "meta"]
+    if wrong:
+        path, dev = wrong[0]
+        raise AssertionError(
+            f"{what}: the result{path} is on the {dev} device, but the inputs were on another one ('meta', which "
+            "stands in for a GPU here); results belong on the inputs' device (create tensors with device=x.device)")

@@ -429,6 +429,14 @@ def ewc_penalty(model, fisher, anchor):
             catches=("test_hand_worked_three_tasks",)),
     Variant(M, "transposed", "reads acc[j, i] (task, then stage) instead of acc[i, j]",
             (("    T = acc.shape[0]\n", "    acc = acc.T\n    T = acc.shape[0]\n"),), catches=("test_hand_worked_three_tasks",)),
+    Variant(M, "float16_work", "computes the metrics in float16 and converts to Python floats at the end",
+            (("acc = torch.as_tensor(acc, dtype=torch.float64)", "acc = torch.as_tensor(acc).to(torch.float16)"),
+             ("baseline = torch.as_tensor(random_baseline, dtype=torch.float64)",
+              "baseline = torch.as_tensor(random_baseline).to(torch.float16)")),
+            catches=("test_hand_worked_three_tasks", "test_random_matrices", "test_float32_accuracies")),
+    Variant(M, "accepts_empty", "an empty 0 x 0 matrix is not rejected (fails later with an IndexError)",
+            (("if acc.dim() != 2 or acc.shape[0] != acc.shape[1] or acc.shape[0] == 0:",
+              "if acc.dim() != 2 or acc.shape[0] != acc.shape[1]:"),), catches=("test_bad_input_is_rejected",)),
 ]
 
 
@@ -709,5 +717,26 @@ def continual_metrics(acc, random_baseline=None):
             raise ValueError(f"random_baseline must have {n} entries")
         if n > 1:
             out["fwt"] = sum(rows[j - 1][j] - base[j] for j in range(1, n)) / (n - 1)
+    return out'''),
+    Variant(M, "float32_tensor_ops", "float32 tensor arithmetic throughout (float64 inputs too), Python floats "
+            "at the end", append='''
+def continual_metrics(acc, random_baseline=None):
+    a = torch.as_tensor(acc).to(torch.float32)
+    if a.dim() != 2 or a.shape[0] != a.shape[1] or a.numel() == 0:
+        raise ValueError("acc must be a non-empty square matrix")
+    if torch.isnan(a).any():
+        raise ValueError("acc contains NaN")
+    T = a.shape[0]
+    out = {"average_accuracy": a[-1].mean().item(), "bwt": 0.0, "forgetting": 0.0, "fwt": float("nan")}
+    if T > 1:
+        out["bwt"] = (a[-1, :-1] - a.diagonal()[:-1]).mean().item()
+        best = torch.stack([a[j : T - 1, j].max() for j in range(T - 1)])
+        out["forgetting"] = (best - a[-1, :-1]).mean().item()
+    if random_baseline is not None:
+        base = torch.as_tensor(random_baseline).to(torch.float32)
+        if base.shape != (T,):
+            raise ValueError("random_baseline has the wrong length")
+        if T > 1:
+            out["fwt"] = (torch.stack([a[j - 1, j] for j in range(1, T)]) - base[1:]).mean().item()
     return out'''),
 ]
