@@ -79,7 +79,8 @@ def _submissions(args) -> tuple[list[tuple[str, Path]], bool]:
         students = sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
         if not students:
             raise UsageError(f"--submissions: {base} has no student folders")
-        return [(p.name, submission_root(p)) for p in students], True
+        # a student folder that is a link stays unresolved: the grader refuses it with the reason
+        return [(p.name, p if p.is_symlink() else submission_root(p)) for p in students], True
     if args.submission:
         path = Path(args.submission).expanduser()
         if not path.is_dir():

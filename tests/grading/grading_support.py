@@ -24,10 +24,9 @@ COMPANION = {"ch3_continual/task4_metrics": "ch1_compression/task4_batching",
              "ch1_compression/task4_batching": "ch3_continual/task4_metrics"}
 # hostile submissions that hang: graded separately with a short time limit (test_grading_cli.py)
 HANGING = {"loop_in_call", "loop_at_import"}
-# tamper_files really rewrites the course's files when the grader is not root (workers keep its
-# uid); the grader restores them, but the proof run only includes it where the writes must fail.
-# test_same_uid_tampering_is_undone_and_blamed covers the same-uid case on a copy of the course.
-WRITES_FILES = {"tamper_files"}
+# Hostile submissions that write files: none needs special treatment any more, since the sandbox
+# has nothing writable but its private /tmp (as root and as a normal user alike).
+WRITES_FILES: set[str] = set()
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 import os
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from course_lib.grading.proxy import RemoteModule
-from course_lib.grading.sandbox import Sandbox, SubmissionError
+from course_lib.grading.sandbox import Limits, Sandbox, SubmissionError, bwrap_command, sandbox_status
 from course_lib.grading.transport import FnSpec, Handle, TransportError, decode, encode
 
 
@@ -161,13 +162,26 @@ def test_output_flood_is_drained_and_capped(remote):
 def test_worker_is_isolated(remote, tmp_path):
     uid, impl_env, cwd = remote.whoami()
     assert impl_env is None and cwd != os.getcwd()
-    if os.geteuid() == 0:
-        assert uid != 0 and remote.isolation == "uid"
-        target = tmp_path / "root_owned.txt"
-        target.write_text("trusted")
-        with pytest.raises(SubmissionError) as err:
-            remote.write(str(target))
-        assert err.value.is_a("PermissionError") and target.read_text() == "trusted"
+    if remote.isolation != "bwrap":
+        pytest.skip(f"no bubblewrap sandbox here: {sandbox_status()[1]}")
+    assert uid == 65534 and cwd == "/tmp"
+    target = tmp_path / "outside.txt"
+    target.write_text("trusted")
+    with pytest.raises(SubmissionError) as err:
+        remote.write(str(target))  # the folder does not exist inside the sandbox
+    assert err.value.is_a("OSError") and target.read_text() == "trusted"
+
+
+def test_sandbox_command_hides_the_course_and_the_host():
+    cmd = bwrap_command("bwrap", Limits(), 5)
+    assert {"--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--clearenv"} <= set(cmd)
+    bound = [cmd[i + 2] for i, a in enumerate(cmd) if a in ("--ro-bind", "--bind")]
+    assert "--bind" not in cmd  # nothing is writable but the private /tmp
+    repo = Path(__file__).resolve().parents[2]
+    for b in map(Path, bound):
+        assert not repo.is_relative_to(b), f"{b} would expose the course folder"
+        assert not b.is_relative_to(repo) or b.is_relative_to(repo / ".venv"), b
+    assert "/etc" not in bound and "/home" not in bound and "/root" not in bound
 
 
 @pytest.mark.parametrize("source,phrase", [

@@ -2,9 +2,8 @@
 # mode: replace
 """HOSTILE: rewrites the grader's files (graded tests, a conftest, the plugin), then answers wrongly.
 
-As root the grader runs submissions under an unprivileged uid, so these writes fail; as a
-normal user they succeed, the grader notices the change after the task, restores the
-files, re-grades the suspects one at a time and gives this task zero.
+Inside the sandbox the course is not even there (``course_lib`` holds only the worker's
+files, under /grader, read-only), so every write fails, as root and as a normal user.
 """
 from pathlib import Path
 
