@@ -18,15 +18,20 @@ def topk_cosine(queries: torch.Tensor, gallery: torch.Tensor, k: int) -> tuple[t
     """Exact nearest neighbours by cosine similarity (brute force).
 
     Args:
-        queries: ``[Q, D]``; gallery: ``[N, D]`` (any lengths: cosine ignores them).
+        queries: ``[Q, D]``; gallery: ``[N, D]`` (any lengths: cosine ignores them). A zero
+            row has cosine 0 with everything, as with ``F.normalize`` and
+            ``F.cosine_similarity`` (they divide by ``max(norm, eps)``): never NaN.
         k: number of neighbours, ``1 <= k <= N``.
 
     Returns:
         ``(scores, indices)``, both ``[Q, k]``, best first: ``scores[q, r]`` is the cosine
-        similarity of query ``q`` to gallery item ``indices[q, r]`` (int64).
+        similarity of query ``q`` to gallery item ``indices[q, r]``. ``indices`` are int64
+        (as ``torch.topk`` returns them); ``scores`` are floats as accurate as the inputs'
+        dtype (float64 inputs: float64 scores), on the inputs' device.
 
     Raises:
-        ValueError: widths differ, inputs not 2-D, or ``k`` out of range.
+        ValueError: widths differ, inputs not 2-D, or ``k`` out of range (``k < 1`` or
+        ``k > N``, so also an empty gallery).
 
     Hint: L2-normalize the rows of both, one matrix product, then ``topk`` along the gallery.
     """
@@ -45,7 +50,8 @@ def recall_at_k(retrieved: torch.Tensor, relevant: list[set[int]], k: int) -> fl
         A Python float in [0, 1]. A query counts once, however many relevant items it finds.
 
     Raises:
-        ValueError: ``len(relevant) != Q`` or ``k`` out of range.
+        ValueError: no queries (``Q = 0``: the fraction is undefined), ``len(relevant) != Q``
+        or ``k`` out of range (``k < 1`` or ``k > n``).
 
     Hint: ``retrieved.tolist()`` gives plain ints to test with ``in``.
     """
@@ -72,7 +78,7 @@ def build_index(embeddings: torch.Tensor, kind: str) -> faiss.Index:
         The index, holding all ``N`` vectors (``index.ntotal == N``).
 
     Raises:
-        ValueError: an unknown ``kind``.
+        ValueError: an unknown ``kind``, or ``embeddings`` not ``[N, D]`` with ``N >= 1``.
 
     Hint: ``faiss.normalize_L2`` works in place on a float32 numpy array; make sure that
     array is not a view of the caller's tensor (``.numpy()`` shares memory).

@@ -288,6 +288,27 @@ def sinkhorn(a, b, cost, reg, num_iters=1000, tol=1e-9):
             (("vectors = np.ascontiguousarray(embeddings.detach().cpu().to(torch.float32).numpy().copy())",
               "vectors = embeddings.detach().cpu().to(torch.float32).numpy()"),),
             catches=("test_inputs_are_not_modified",)),
+    Variant(R, "indices_int32", "returns int32 indices (e.g. converted for FAISS) instead of int64",
+            (("    return similarity.topk(k, dim=1)", "    scores, indices = similarity.topk(k, dim=1)\n"
+              "    return scores, indices.to(torch.int32)"),), catches=("test_topk_indices_are_int64",)),
+    Variant(R, "normalises_by_the_bare_norm", "divides by the row norms itself: a zero vector gives NaN",
+            (("similarity = F.normalize(queries, dim=1) @ F.normalize(gallery, dim=1).T",
+              "similarity = (queries / queries.norm(dim=1, keepdim=True)) @ (gallery / gallery.norm(dim=1, "
+              "keepdim=True)).T"),), catches=("test_topk_cosine_of_zero_vectors",)),
+    Variant(R, "float32_scores", "computes the similarities in float32 and converts back to the inputs' dtype",
+            (("similarity = F.normalize(queries, dim=1) @ F.normalize(gallery, dim=1).T",
+              "similarity = (F.normalize(queries.float(), dim=1) @ F.normalize(gallery.float(), dim=1).T)"
+              ".to(queries.dtype)"),), catches=("test_topk_cosine_float64_precision",)),
+    Variant(R, "recall_in_float16", "averages the hits in float16",
+            (("    return sum(hits) / len(hits)", "    return torch.tensor(hits, dtype=torch.float16).mean().item()"),),
+            catches=("test_recall_at_k_hand_worked", "test_recall_at_k_random")),
+    Variant(R, "recall_accepts_no_queries", "no check for an empty query set (divides by zero)",
+            (('    if retrieved.shape[0] == 0:\n        raise ValueError("no queries")\n', ""),),
+            catches=("test_empty_inputs_are_rejected",)),
+    Variant(R, "k_zero_accepted", "accepts k = 0 (an empty top-k; recall of nothing)",
+            (("not 1 <= k <= gallery.shape[0]", "not 0 <= k <= gallery.shape[0]"),
+             ("not 1 <= k <= retrieved.shape[1]", "not 0 <= k <= retrieved.shape[1]")),
+            catches=("test_topk_cosine_rejects_bad_input", "test_recall_at_k_rejects_bad_input")),
     # ---- 2.4 cross-attention
     Variant(A, "scale_by_dim", "scales scores by 1/sqrt(dim) instead of 1/sqrt(head_dim)",
             (("/ math.sqrt(self.head_dim)", "/ math.sqrt(self.dim)"),), catches=("test_matches_multihead_attention[4]",)),
@@ -516,6 +537,8 @@ def sinkhorn(a, b, cost, reg, num_iters=1000, tol=1e-9):
     return torch.exp(M + u[:, None] + v[None, :])'''),
     Variant(R, "index_factory", "indexes built with faiss.index_factory", append='''
 def build_index(embeddings, kind):
+    if embeddings.dim() != 2 or len(embeddings) == 0:
+        raise ValueError("embeddings must be a non-empty [N, D] tensor")
     x = embeddings.detach().float().numpy().copy()
     faiss.normalize_L2(x)
     n, d = x.shape
@@ -527,6 +550,26 @@ def build_index(embeddings, kind):
         index.train(x)
     index.add(x)
     return index'''),
+    Variant(R, "float32_recall_and_sorted_scores", "recall@k as a float32 mean; top-k by a full descending sort; "
+            "cosine with F.cosine_similarity", append='''
+def topk_cosine(queries, gallery, k):
+    if queries.dim() != 2 or gallery.dim() != 2 or queries.shape[1] != gallery.shape[1]:
+        raise ValueError("bad shapes")
+    if not (isinstance(k, int) and 1 <= k <= gallery.shape[0]):
+        raise ValueError("bad k")
+    sims = F.cosine_similarity(queries[:, None, :], gallery[None, :, :], dim=-1)
+    order = torch.argsort(sims, dim=1, descending=True, stable=True)[:, :k]
+    return sims.gather(1, order), order
+
+
+def recall_at_k(retrieved, relevant, k):
+    retrieved = torch.as_tensor(retrieved)
+    if retrieved.dim() != 2 or retrieved.shape[0] == 0 or len(relevant) != retrieved.shape[0]:
+        raise ValueError("retrieved must be a non-empty [Q, n] with one set per query")
+    if not (isinstance(k, int) and 1 <= k <= retrieved.shape[1]):
+        raise ValueError("bad k")
+    hits = torch.tensor([bool(set(row[:k]) & set(rel)) for row, rel in zip(retrieved.tolist(), relevant)])
+    return hits.to(torch.float32).mean().item()'''),
     Variant(A, "sdpa", "F.scaled_dot_product_attention for the outputs", append='''
 import torch.nn.functional as F
 
