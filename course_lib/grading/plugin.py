@@ -15,11 +15,15 @@ assertion's message, or what the submission raised, never a full traceback of th
 
 from __future__ import annotations
 
+import textwrap
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
 MESSAGE_LIMIT = 1500
+MESSAGE_LINES = 12  # lines of a failure message (at most 100 columns each)
+WIDTH = 100
 
 
 def test_points(item: pytest.Item) -> int:
@@ -33,8 +37,21 @@ def test_name(item: pytest.Item) -> str:
     return item.nodeid.split("::", 1)[-1]
 
 
+def _cap_lines(text: str, limit: int) -> str:
+    """Wrap at WIDTH columns and keep at most ``limit`` lines (the first ones)."""
+    lines = []
+    for line in text.splitlines():
+        indent = line[: len(line) - len(line.lstrip())]
+        lines += textwrap.wrap(line, WIDTH, subsequent_indent=indent + "  ", break_long_words=True) or [""]
+    if len(lines) > limit:
+        lines = lines[: limit - 1] + [f"... ({len(lines) - limit + 1} more lines)"]
+    return "\n".join(lines)
+
+
 def failure_message(excinfo: Any) -> str:
-    """A learner-facing message for a failed test (no traceback of the test itself)."""
+    """A learner-facing message for a failed test: what was expected and what came back (the
+    assertion's message, hint included) or what the submission raised with the last lines of its
+    own traceback; never the test's traceback. At most MESSAGE_LINES lines of WIDTH columns."""
     exc = excinfo.value
     if isinstance(exc, AssertionError):
         text = str(exc)
@@ -44,6 +61,13 @@ def failure_message(excinfo: Any) -> str:
         text = text or "assertion failed"
     elif type(exc).__name__ == "SubmissionError":
         text = str(exc)
+        head, sep, where = text.partition("\n  where (most recent call last):\n")
+        if getattr(exc, "type_name", "") == "NotImplementedError" or " raised NotImplementedError" in head:
+            text = head + "\n(not implemented yet: replace the `raise NotImplementedError` of the stub)"
+        elif sep:  # the two innermost frames of the submission's own traceback: file, line, code
+            lines = [ln for ln in where.splitlines() if ln.strip(" ^~")]  # no caret lines
+            starts = [i for i, ln in enumerate(lines) if ln.lstrip().startswith('File "')]
+            text = head + "\n  where:\n" + "\n".join(lines[starts[-2] if len(starts) > 1 else 0:])
     elif isinstance(exc, pytest.skip.Exception):
         text = f"skipped: {exc}"
     else:
@@ -51,7 +75,31 @@ def failure_message(excinfo: Any) -> str:
     text = text.strip()
     if len(text) > MESSAGE_LIMIT:
         text = text[: MESSAGE_LIMIT - 20] + " ... (truncated)"
-    return text
+    return _cap_lines(text, MESSAGE_LINES)
+
+
+def checked(item: pytest.Item) -> str:
+    """What a test checks: its docstring's first line, else its name in words (with parameters)."""
+    fn = getattr(item, "function", None)
+    doc = (fn.__doc__ or "").strip() if fn is not None else ""
+    what = doc.splitlines()[0] if doc else item.name.split("[")[0].removeprefix("test_").replace("_", " ")
+    params = item.name[len(item.name.split("[")[0]):]
+    points = test_points(item)
+    return f"{what}{' ' + params if params else ''} ({points} point{'s' if points != 1 else ''})"
+
+
+def compact_report(item: pytest.Item, excinfo: Any) -> str:
+    """The learner's report of one failed test (at most 14 lines): what was checked, then
+    :func:`failure_message`, then where the check is in the test file."""
+    lines = [f"checked: {checked(item)}", textwrap.indent(failure_message(excinfo), "  ")]
+    entries = [e for e in getattr(excinfo, "traceback", []) if Path(str(e.path)) == Path(str(item.path))]
+    if entries:
+        try:
+            where = Path(str(item.path)).relative_to(Path.cwd())
+        except ValueError:
+            where = Path(str(item.path))
+        lines.append(f"test: {where}:{entries[0].lineno + 1} (--tb=long shows the full traceback)")
+    return "\n".join(lines)
 
 
 class Recorder:

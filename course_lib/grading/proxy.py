@@ -25,9 +25,15 @@ TIMEOUT_ENV = "COURSE_CALL_TIMEOUT"
 
 
 def resolve_impl_root(value: str | None, repo_root: Path) -> Path:
-    """Map ``COURSE_IMPL`` to a folder: ``solutions`` (default), ``exercises`` or a path."""
-    value = (value or "").strip() or "solutions"
+    """Map ``COURSE_IMPL`` to a folder: ``solutions``, ``exercises`` or a path.
+
+    Unset: ``solutions`` in the teacher's course, ``exercises`` where there is no
+    ``solutions/`` (the student handout). Raises ValueError for ``solutions`` without one."""
+    value = (value or "").strip() or ("solutions" if (repo_root / "solutions").is_dir() else "exercises")
     if value in ("solutions", "exercises"):
+        if not (repo_root / value).is_dir():
+            raise ValueError(f"{IMPL_ENV}={value}: there is no {value}/ folder in {repo_root}"
+                             + (" (a student handout has none; use exercises)" if value == "solutions" else ""))
         return repo_root / value
     path = Path(value).expanduser()
     if not path.is_absolute():

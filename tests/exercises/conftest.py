@@ -1,9 +1,14 @@
 """Graded tests of the 12 practice tasks.
 
-Which implementation is tested comes from ``COURSE_IMPL``: ``solutions`` (the default),
-``exercises`` (your work), or a path to a folder laid out like ``exercises/``. Each test
+Which implementation is tested comes from ``COURSE_IMPL``: ``solutions`` (the default in the
+teacher's course), ``exercises`` (your work; the default where there is no ``solutions/``, as
+in the student handout), or a path to a folder laid out like ``exercises/``. Each test
 module names its task (``TASK = "ch1_compression/task1_quantization"``) and receives the
 implementation through the ``impl`` fixture.
+
+For any implementation but ``solutions/``, a failed test is reported compactly (what was
+checked, what was expected and what came back, a hint; see
+``course_lib.grading.plugin.compact_report``) unless ``--tb`` or ``--full-trace`` is given.
 
 The implementation never runs in this process: ``impl`` is a proxy to a worker process
 (see ``course_lib/grading/sandbox.py``); inputs go there as data and results come back as
@@ -18,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from course_lib.grading.plugin import compact_report
 from course_lib.grading.proxy import IMPL_ENV, RemoteModule, call_timeout_from_env, resolve_impl_root
 from course_lib.grading.sandbox import Sandbox
 
@@ -29,7 +35,24 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _impl_root() -> Path:
-    return resolve_impl_root(os.environ.get(IMPL_ENV), REPO)
+    try:
+        return resolve_impl_root(os.environ.get(IMPL_ENV), REPO)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _compact(config: pytest.Config) -> bool:
+    """Learner's reports: any implementation but solutions/, and no explicit --tb/--full-trace."""
+    return (config.getoption("tbstyle", "auto") == "auto" and not config.getoption("fulltrace", False)
+            and _impl_root().resolve() != (REPO / "solutions").resolve())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and call.excinfo is not None and _compact(item.config):
+        report.longrepr = compact_report(item, call.excinfo)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
