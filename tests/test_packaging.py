@@ -16,7 +16,7 @@ def _norm(name: str) -> str:
 
 
 def _split(req: str) -> tuple[str, str]:
-    m = re.match(r"^\s*([A-Za-z0-9_.\-]+)\s*(.*)$", req)
+    m = re.match(r"^\s*([A-Za-z0-9_.\-]+)\s*(.*)$", req.split(";")[0].split("#")[0])
     assert m, req
     return _norm(m.group(1)), m.group(2).replace(" ", "")
 
@@ -36,6 +36,11 @@ def _conda() -> dict[str, str]:
             if name in ("python", "pip"):
                 continue
             out[_norm(CONDA_TO_PYPI.get(name, name))] = spec
+        elif isinstance(dep, dict):  # packages only on PyPI, in the pip section
+            for req in dep.get("pip", []):
+                if not req.startswith("-"):
+                    name, spec = _split(req)
+                    out[_norm(name)] = spec
     return out
 
 
