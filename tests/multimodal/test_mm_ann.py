@@ -75,3 +75,71 @@ def test_cached_array_writes_once(tmp_path):
     np.testing.assert_array_equal(cached_array(path, make), np.arange(4.0))
     assert len(calls) == 1
     assert cached_array(None, make).shape == (4,) and len(calls) == 2
+
+
+def test_study_records_every_repeat_and_round_trips(real):
+    from course_lib.multimodal.ann import AnnPoint, point_from_record
+
+    mix = fit_embedding_mixture(real, n_components=12)
+    base, queries = mix.sample(3000, seed=2), mix.sample(50, seed=3)
+    points = ann_study(base, queries, kinds=("ivf",), sweeps={"ivf": ("nprobe", (2, 8))},
+                       index_params={"ivf": {"nlist": 32}}, repeats=3)
+    for p in points:
+        assert len(p.qps_runs) == 3 and p.qps == pytest.approx(max(p.qps_runs))
+        assert point_from_record(p.as_record()) == p
+    assert points[0].label == "flat" and points[1].label == "ivf nprobe=2"
+    assert AnnPoint("ivf", "nprobe", 4, 0.9, 10.0, 2.0, 0.1, 1.0).qps_runs == ()  # old positional form still works
+
+
+def test_shared_ivfpq_build_gives_the_same_recalls_as_separate_builds(real):
+    mix = fit_embedding_mixture(real, n_components=12)
+    base, queries = mix.sample(4000, seed=2), mix.sample(60, seed=3)
+    params = {"ivfpq": {"nlist": 16, "pq_m": 4}, "ivfpq_refine": {"nlist": 16, "pq_m": 4}}
+    sweeps = {"ivfpq": ("nprobe", (2, 16)), "ivfpq_refine": ("nprobe", (2, 16))}
+    shared = ann_study(base, queries, kinds=("ivfpq", "ivfpq_refine"), sweeps=sweeps, index_params=params, repeats=1)
+    alone = ann_study(base, queries, kinds=("ivfpq",), sweeps=sweeps, index_params=params, repeats=1)
+    refine = ann_study(base, queries, kinds=("ivfpq_refine",), sweeps=sweeps, index_params=params, repeats=1)
+    got = {(p.kind, p.value): p.recall for p in shared[1:]}
+    want = {(p.kind, p.value): p.recall for p in alone[1:] + refine[1:]}
+    assert got == want
+    assert got[("ivfpq_refine", 16)] > got[("ivfpq", 16)]  # re-ranking with exact vectors helps
+    mem = {p.kind: p.memory_mb for p in shared[1:]}
+    assert mem["ivfpq"] < mem["ivfpq_refine"]  # the plain index does not count the exact vectors
+
+
+def test_build_threads_and_fastest_per_family(real):
+    from course_lib.multimodal.ann import fastest_per_family
+
+    mix = fit_embedding_mixture(real, n_components=12)
+    base, queries = mix.sample(3000, seed=2), mix.sample(50, seed=3)
+    kw = dict(kinds=("ivf", "hnsw"), sweeps={"ivf": ("nprobe", (1, 32)), "hnsw": ("ef_search", (64,))},
+              index_params={"ivf": {"nlist": 32}}, repeats=1)
+    one = ann_study(base, queries, build_threads="same", **kw)
+    two = ann_study(base, queries, build_threads=2, **kw)
+    assert [p.recall for p in one if p.kind == "ivf"] == [p.recall for p in two if p.kind == "ivf"]
+    with pytest.raises(ValueError, match="build_threads"):
+        ann_study(base, queries, build_threads="all", **kw)
+    best = fastest_per_family(one, 0.99)
+    assert set(best) <= {"ivf", "hnsw"} and all(p.recall >= 0.99 for p in best.values())
+    assert best["ivf"].value == 32  # nprobe = nlist is exact; nprobe 1 is not
+    assert fastest_per_family(one, 1.01) == {}
+
+
+def test_scaling_study_figures_are_json_and_consistent(tmp_path):
+    import json
+
+    from course_lib.models import load_clip
+    from course_lib.multimodal.ann import point_from_record, real_embeddings, scaling_study
+
+    figs = scaling_study(3000, n_real=200, n_queries=20, n_components=4, repeats=1, cache_dir=tmp_path,
+                         progress=None, kinds=("ivf", "hnsw"))
+    json.dumps(figs, allow_nan=False)
+    assert figs["size"] == 3000 and figs["index_params"]["hnsw"]["hnsw_m"] == 16 and figs["nlist"] == 76
+    points = [point_from_record(r) for r in figs["points"]]
+    assert [p.kind for p in points][:2] == ["flat", "ivf"] and {p.kind for p in points} == {"flat", "ivf", "hnsw"}
+    cached = list(tmp_path.glob("ch2_real_embeddings_*_200_20.npy"))
+    assert len(cached) == 1  # cached, keyed by the model's weights
+    model, _, tokenizer = load_clip("tiny")
+    real, queries = real_embeddings(model, tokenizer, 200, 20, tmp_path)
+    assert real.shape == (200, 64) and queries.shape == (20, 64)
+    np.testing.assert_array_equal(np.concatenate([real, queries]), np.load(cached[0]))
