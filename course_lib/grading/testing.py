@@ -225,11 +225,13 @@ def assert_precision(actual: Any, expected: Any, name: str, dtype: torch.dtype, 
             idx = int(diff.flatten().argmax())
             where = f" (at index {[int(p) for p in torch.unravel_index(torch.tensor(idx), a.shape)]})"
         lower = ""
-        if dtype == torch.float64 and worst < 1e-3 * max(magnitude, 1e-300) and worst > 1e4 * tol:
-            lower = (": that is the error of float32 arithmetic - for float64 inputs compute in float64 (no "
-                     ".float(); new tensors with dtype=x.dtype, accumulators with torch.zeros_like(...))")
-        elif dtype == torch.float32 and worst < 1e-1 * max(magnitude, 1e-300) and worst > 100 * tol:
-            lower = ": that is the error of float16/bfloat16 arithmetic - compute in (at least) float32"
+        if dtype == torch.float64 and 1e3 * tol < worst < 1e10 * tol:
+            lower = (" (if your formula is right, an error this size comes from float32 arithmetic: for float64 "
+                     "inputs compute in float64 - no .float(), new tensors with dtype=x.dtype, accumulators with "
+                     "torch.zeros_like(...))")
+        elif dtype == torch.float32 and 30 * tol < worst < 3e5 * tol:
+            lower = (" (if your formula is right, an error this size comes from float16/bfloat16 arithmetic: "
+                     "compute in float32 or float64)")
         raise AssertionError(f"{name} is off by {worst:.3g}{where}; allowed {tol:.2g} for "
                              f"{str(dtype).replace('torch.', '')} inputs{lower}" + (f". {hint}" if hint else ""))
 

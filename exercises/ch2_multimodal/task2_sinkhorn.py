@@ -27,15 +27,18 @@ def sinkhorn(a: torch.Tensor, b: torch.Tensor, cost: torch.Tensor, reg: float, n
             (same total mass, usually 1).
         cost: ``[n, m]`` transport costs.
         reg: entropic regularisation, ``> 0`` (small: close to exact OT; large: blurry).
-        num_iters: maximum number of (row, column) update pairs.
-        tol: stop early once a marginal is violated by less than ``tol`` (L1 or L2).
+        num_iters: maximum number of (row, column) update pairs, an int ``>= 1``.
+        tol: stop early once a marginal is violated by less than ``tol`` (L1 or L2),
+            ``>= 0``.
 
     Returns:
         The plan ``[n, m]``: nonnegative, finite, rows summing to ``a`` and columns to ``b``
-        (up to ``tol`` once converged). Float dtype of the inputs.
+        (up to ``tol`` once converged). Float dtype of the inputs, computed in it: float64
+        inputs give a float64-accurate plan (float32 inputs may give float32 or float64).
 
     Raises:
-        ValueError: shapes that do not fit, negative weights, or ``reg <= 0``.
+        ValueError: shapes that do not fit, empty ``a`` or ``b``, negative weights,
+        ``reg <= 0`` (or not finite), ``num_iters < 1`` or ``tol < 0``.
 
     Hint: with ``M = -cost / reg``: ``f = log a - logsumexp(M + g[None, :], dim=1)``, then
     ``g = log b - logsumexp(M + f[:, None], dim=0)``; finally ``P = exp(M + f[:, None] + g[None, :])``.

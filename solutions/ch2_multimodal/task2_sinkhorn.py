@@ -14,8 +14,14 @@ def sinkhorn(a: torch.Tensor, b: torch.Tensor, cost: torch.Tensor, reg: float, n
                          f"{list(cost.shape)}")
     if (a < 0).any() or (b < 0).any():
         raise ValueError("the weights a and b must be nonnegative")
+    if a.shape[0] == 0 or b.shape[0] == 0:
+        raise ValueError("a and b must not be empty")
     if isinstance(reg, bool) or not isinstance(reg, (int, float)) or not math.isfinite(reg) or reg <= 0:
         raise ValueError(f"reg must be a positive number, got {reg!r}")
+    if isinstance(num_iters, bool) or not isinstance(num_iters, int) or num_iters < 1:
+        raise ValueError(f"num_iters must be an int >= 1, got {num_iters!r}")
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
+        raise ValueError(f"tol must be a number >= 0, got {tol!r}")
     dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), cost.dtype)
     if not dtype.is_floating_point:
         dtype = torch.get_default_dtype()

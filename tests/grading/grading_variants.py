@@ -263,6 +263,25 @@ def sinkhorn(a, b, cost, reg, num_iters=1000, tol=1e-9):
     Variant(S, "projection_unnormalised", "forgets to normalise the rows of the plan",
             (("return (plan / mass) @ target.to(plan.dtype)", "return plan @ target.to(plan.dtype)"),),
             catches=("test_barycentric_projection_normalises_rows",)),
+    Variant(S, "ignores_num_iters", "always runs up to 1000 iterations, whatever num_iters says",
+            (("    for it in range(num_iters):\n", "    for it in range(1000):\n"),),
+            catches=("test_num_iters_limits_the_iterations",)),
+    Variant(S, "ignores_tol", "stops at a hard-coded 1e-9 instead of tol",
+            (("            if row_error < tol:\n", "            if row_error < 1e-9:\n"),), catches=("test_tol_stops_early",)),
+    Variant(S, "accepts_bad_arguments", "accepts num_iters=0 (returns the unscaled kernel) and a negative tol",
+            (("    if isinstance(num_iters, bool) or not isinstance(num_iters, int) or num_iters < 1:\n"
+              '        raise ValueError(f"num_iters must be an int >= 1, got {num_iters!r}")\n'
+              "    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:\n"
+              '        raise ValueError(f"tol must be a number >= 0, got {tol!r}")\n', ""),),
+            catches=("test_bad_arguments_are_rejected",)),
+    Variant(S, "accepts_empty", "an empty a gives an empty plan instead of an error",
+            (("    if a.shape[0] == 0 or b.shape[0] == 0:\n"
+              '        raise ValueError("a and b must not be empty")\n', ""),), catches=("test_bad_arguments_are_rejected",)),
+    Variant(S, "float32_inside", "iterates in float32 and converts the plan back to the inputs' dtype",
+            (("    log_a, log_b = a.to(dtype).log(), b.to(dtype).log()\n",
+              "    out_dtype, dtype = dtype, torch.float32\n    log_a, log_b = a.to(dtype).log(), b.to(dtype).log()\n"),
+             ("    return torch.exp(m + f[:, None] + g[None, :])", "    return torch.exp(m + f[:, None] + g[None, :]).to(out_dtype)")),
+            catches=("test_float64_precision",)),
     # ---- 2.3 retrieval
     Variant(R, "dot_product", "ranks by dot product, not cosine",
             (("similarity = F.normalize(queries, dim=1) @ F.normalize(gallery, dim=1).T", "similarity = queries @ gallery.T"),),
@@ -522,7 +541,9 @@ def schedule_batches(arrival_times, max_batch_size, max_wait):
     return out'''),
     Variant(S, "pot_order", "POT's update order (columns first), stopping on the change of the potentials", append='''
 def sinkhorn(a, b, cost, reg, num_iters=1000, tol=1e-9):
-    if reg <= 0 or a.dim() != 1 or b.dim() != 1 or cost.shape != (len(a), len(b)) or (a < 0).any() or (b < 0).any():
+    if not reg > 0 or a.dim() != 1 or b.dim() != 1 or cost.shape != (len(a), len(b)) or (a < 0).any() \\
+            or (b < 0).any() or len(a) == 0 or len(b) == 0 or not (isinstance(num_iters, int) and num_iters >= 1) \\
+            or not tol >= 0:
         raise ValueError("bad arguments")
     M = -cost / reg
     u = torch.zeros_like(a)
@@ -535,6 +556,30 @@ def sinkhorn(a, b, cost, reg, num_iters=1000, tol=1e-9):
         if change < tol:
             break
     return torch.exp(M + u[:, None] + v[None, :])'''),
+    Variant(S, "row_first_dual_potentials", "row update first, dual potentials in cost units (POT's "
+            "formulation), stops when both marginals are within tol in L1", append='''
+def sinkhorn(a, b, cost, reg, num_iters=1000, tol=1e-9):
+    if a.dim() != 1 or b.dim() != 1 or cost.shape != (a.shape[0], b.shape[0]) or a.numel() == 0 or b.numel() == 0:
+        raise ValueError("shapes")
+    if bool((a < 0).any()) or bool((b < 0).any()) or not reg > 0 or reg == float("inf"):
+        raise ValueError("weights and reg")
+    if isinstance(num_iters, bool) or not isinstance(num_iters, int) or num_iters < 1 or not tol >= 0:
+        raise ValueError("num_iters and tol")
+    f, g = torch.zeros_like(a), torch.zeros_like(b)
+    for _ in range(num_iters):
+        f = reg * torch.log(a) - reg * torch.logsumexp((g[None, :] - cost) / reg, dim=1)
+        g = reg * torch.log(b) - reg * torch.logsumexp((f[:, None] - cost) / reg, dim=0)
+        plan = torch.exp((f[:, None] + g[None, :] - cost) / reg)
+        if (plan.sum(1) - a).abs().sum() + (plan.sum(0) - b).abs().sum() < tol:
+            break
+    return torch.exp((f[:, None] + g[None, :] - cost) / reg)'''),
+    Variant(S, "float64_for_float32_inputs", "always iterates in float64 and returns a float64 plan (also for "
+            "float32 inputs)", append='''
+_sinkhorn64 = sinkhorn
+
+
+def sinkhorn(a, b, cost, reg, num_iters=1000, tol=1e-9):
+    return _sinkhorn64(a.double(), b.double(), cost.double(), reg, num_iters, tol)'''),
     Variant(R, "index_factory", "indexes built with faiss.index_factory", append='''
 def build_index(embeddings, kind):
     if embeddings.dim() != 2 or len(embeddings) == 0:
