@@ -23,6 +23,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -199,13 +200,13 @@ def _normal_user_prefix() -> list[str] | None:
             script + 'exec setpriv --reuid 65534 --regid 65534 --clear-groups "$@"', "sh"]
 
 
-def _grade(klass: Path, out: Path, as_user: bool) -> tuple[subprocess.CompletedProcess, dict, str]:
+def _grade(klass: Path, out: Path, tmp: Path, as_user: bool) -> tuple[subprocess.CompletedProcess, dict, str]:
     args = ["--submissions", str(klass), "--task", TASK, "--json", str(out / "class.json"),
             "--csv", str(out / "class.csv"), "--timeout", "90", "--jobs", "2"]
     if not as_user:
-        proc, _ = run_grader(args)
+        proc, _ = run_grader(args, env={"TMPDIR": str(tmp)})
     else:
-        env = dict(os.environ, HF_HUB_OFFLINE="1", HOME=str(out))
+        env = dict(os.environ, HF_HUB_OFFLINE="1", HOME=str(out), TMPDIR=str(tmp))
         env.pop("COURSE_IMPL", None)
         proc = subprocess.run([*_normal_user_prefix(), sys.executable, "-m", "course_lib.grading", *args],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
@@ -220,29 +221,26 @@ def attack_run(request, tmp_path_factory):
         pytest.skip("needs root to prepare a normal-user run (unshare + setpriv)")
     if not as_user and os.geteuid() != 0:
         pytest.skip("the root run needs root")
-    base = tmp_path_factory.mktemp(f"attack_{request.param}")
+    base = Path(tempfile.mkdtemp(prefix=f"attack-{request.param}-"))  # pytest's own tmp is private to root
+    request.addfinalizer(lambda: shutil.rmtree(base, ignore_errors=True))
     listener = _Listener()
     klass, paths = _build_class(base, listener)
     out = base / "teacher" / "out"
     out.mkdir()
     os.chmod(out, 0o777)
     watched = [paths["solution"], paths["classmate"], paths["canary"], paths["tests"], paths["profile"],
-               paths["sitecustomize"], *(ROOT / "course_lib" / "grading").glob("*.py")]
+               paths["sitecustomize"]]
     before = _digest(watched)
-    tmp_before = set(os.listdir(tempfile_dir()))
+    tmp = base / "grader-tmp"  # the grader's TMPDIR: empty again when it is done
+    tmp.mkdir()
+    os.chmod(tmp, 0o777)
     try:
-        proc, data, csv_text = _grade(klass, out, as_user)
+        proc, data, csv_text = _grade(klass, out, tmp, as_user)
     finally:
         listener.close()
     return dict(proc=proc, data=data, csv=csv_text, paths=paths, before=before, after=_digest(watched),
                 connections=listener.connections, daemons=_daemons(),
-                tmp_new=set(os.listdir(tempfile_dir())) - tmp_before, as_user=as_user)
-
-
-def tempfile_dir() -> str:
-    import tempfile
-
-    return tempfile.gettempdir()
+                tmp_left=sorted(os.listdir(tmp)), as_user=as_user)
 
 
 def _scores(run) -> dict[str, int]:
@@ -290,7 +288,7 @@ def test_no_network_no_survivors_no_changes_nothing_left_behind(attack_run):
     assert attack_run["daemons"] == [], "a daemon outlived the grader"
     changed = [p for p in attack_run["before"] if attack_run["before"][p] != attack_run["after"][p]]
     assert changed == []
-    assert not [n for n in attack_run["tmp_new"] if n.startswith("course-")], attack_run["tmp_new"]
+    assert attack_run["tmp_left"] == []
     for controller in ("memory", "pids"):
         assert not list(Path("/sys/fs/cgroup", controller).glob("course-grade-*"))
 
