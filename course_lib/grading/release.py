@@ -78,7 +78,7 @@ def _top_level_names(tree: ast.Module) -> dict[str, ast.stmt]:
     return out
 
 
-def test_functions(source: str) -> list[str]:
+def graded_tests(source: str) -> list[str]:
     """Names of the module-level ``test_*`` functions of a test module."""
     return [n for n in _top_level_names(ast.parse(source)) if n.startswith("test_")]
 
@@ -105,7 +105,7 @@ def public_module(source: str, public: set[str] | tuple[str, ...], withheld: tup
             if id(node) in dropped:
                 continue
             for sub in ast.walk(node):
-                if isinstance(sub, ast.Name):
+                if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load):
                     used.add(sub.id)
                 elif isinstance(sub, ast.arg):
                     used.add(sub.arg)  # fixtures are requested by argument name
@@ -215,7 +215,7 @@ def write_handout(out: Path, root: Path | None = None, force: bool = False) -> d
         dst = out / "tests" / "exercises" / task.test_file
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_text(public, encoding="utf-8")
-        counts[task.id] = [len(PUBLIC_TESTS[task.id]), len(test_functions(text))]
+        counts[task.id] = [len(PUBLIC_TESTS[task.id]), len(graded_tests(text))]
     files = [p for p in out.rglob("*") if p.is_file()]
     summary = {"files": len(files) + 1, "bytes": sum(p.stat().st_size for p in files),
                "public_tests": counts, "skipped_links": skipped}
