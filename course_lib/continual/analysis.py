@@ -9,11 +9,14 @@
 * :func:`output_bias`: in class-incremental learning, the output layer's per-class bias
   and weight norm and where the predictions go - the recency bias that makes a
   fine-tuned network predict only the newest classes (Wu et al., 2019; Zhao et al., 2020).
+* :func:`within_task_accuracy`: the same network when only one task's units compete -
+  what the hidden features still separate once the output layer's competition is removed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -132,3 +135,30 @@ def output_bias(model: nn.Module, x: torch.Tensor, classes: list[int] | None = N
         mean_logit=logits.mean(0).double().numpy(),
         prediction_share=share.numpy(),
     )
+
+
+@torch.no_grad()
+def within_task_accuracy(model: nn.Module, units: Sequence[int], x: torch.Tensor, y: torch.Tensor) -> float:
+    """Accuracy when only ``units`` compete (the task is *told*): ``argmax`` over
+    ``model(x)[:, units]``, compared with the targets ``y`` (global output units, each in
+    ``units``). For a class-incremental network this separates what the hidden features
+    still know from the output layer's competition between all seen classes.
+
+    Raises:
+        ValueError: empty ``units`` or a target outside ``units``.
+    """
+    units = [int(u) for u in units]
+    if not units:
+        raise ValueError("units must name at least one output unit")
+    lookup = {u: k for k, u in enumerate(units)}
+    bad = sorted({int(t) for t in y.tolist()} - set(lookup))
+    if bad:
+        raise ValueError(f"targets {bad[:5]} are not among the competing units {units}")
+    was = model.training
+    model.eval()
+    try:
+        pred = model(x)[:, units].argmax(1)
+    finally:
+        model.train(was)
+    local = torch.tensor([lookup[int(t)] for t in y.tolist()])
+    return float((pred == local).double().mean())

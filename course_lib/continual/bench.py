@@ -8,15 +8,29 @@ Sections (``--only`` picks some; all by default):
 * ``ewc``: time of one EWC training step against a plain step, measured side by side.
 * ``service``: predictions per second and p50/p99 latency with 50 concurrent clients, and
   the ``kill -9`` trial (acknowledged feedback lost or not learned after a restart).
-* ``clip``: the tiny CLIP learning new concepts: fine-tuning vs replay vs distillation.
+* ``clip``: the tiny CLIP learning new concepts: fine-tuning vs replay vs distillation vs
+  WiSE-FT, over ``--seeds`` seeds (data and batch order).
+* ``selection``: the measured selection guide (:mod:`.selection`): every strategy that fits
+  each memory budget (``--budgets``), per scenario, over the protocol's seeds.
+* ``guard``: the online learner on a drifting stream with and without its replay + EWC
+  guard (prequential accuracy when the original digits return), over ``--seeds`` streams.
 
 The profile (``--profile`` or ``COURSE_PROFILE``) picks the protocol; ``--seeds``,
-``--iterations`` and ``--hidden`` override it.
+``--iterations`` and ``--hidden`` override it. ``--write-results`` also writes each
+section's figures to ``results/ch3_<section>[_<profile>].json`` with their provenance
+(the exact command, profile, seeds, hardware, library versions; :mod:`course_lib.results`).
+The commands behind the committed files::
+
+    python -m course_lib.bench continual --only selection --write-results
+    python -m course_lib.bench continual --only clip --seeds 3 --write-results
+    python -m course_lib.bench continual --only guard --seeds 5 --write-results
+    python -m course_lib.bench continual --only ewc,service --write-results
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -25,9 +39,9 @@ import numpy as np
 import torch
 
 from .. import config as course_config
-from .experiments import default_workers, ewc_step_times, markdown_table, ordering_check, protocol, run_grid, summary_rows
+from .experiments import default_workers, ewc_step_times, markdown_table, ordering_verdicts, protocol, run_grid, summary_rows
 
-SECTIONS = ("strategies", "ewc", "service", "clip")
+SECTIONS = ("strategies", "ewc", "service", "clip", "selection", "guard")
 
 
 def bench_strategies(proto, out: dict, workers: int = 1) -> None:
@@ -42,9 +56,9 @@ def bench_strategies(proto, out: dict, workers: int = 1) -> None:
     for kind in ("task", "domain", "class"):
         print(f"### {kind}-incremental\n")
         print(markdown_table([r for r in rows if r["scenario"] == kind], cols))
-        checks = ordering_check(rows, kind)
-        print("\nordering as in van de Ven & Tolias: " + ", ".join(
-            f"{a} {'<=' if ok else '>'} {b} ({x:.1f} vs {y:.1f}){'' if ok else ' DIFFERS'}" for a, b, x, y, ok in checks))
+        print("\nthe ordering van de Ven & Tolias report, pair by pair (spread = std over seeds):")
+        for v in ordering_verdicts(results, kind):
+            print(f"* {v['worse']} < {v['better']}: {v['verdict']}. {v['sentence']}")
         print()
     acc = {(r["scenario"], r["strategy"]): r["average_accuracy"] for r in rows}
     ratio = acc[("class", "replay")] / max(acc[("class", "finetune")], 1e-9)
@@ -90,20 +104,82 @@ def bench_service(out: dict, clients: int = 50, requests_per_client: int = 40) -
     out.update(service=stats, crash=report)
 
 
-def bench_clip(out: dict) -> None:
+def bench_clip(out: dict, seeds: tuple[int, ...] = (0, 1, 2)) -> None:
+    from ..conclusions import compare
     from ..models import load_clip
-    from .clip_incremental import compare_methods, concept_data
+    from .clip_incremental import compare_over_seeds
 
     model, _, tok = load_clip("tiny")
     steps = course_config.pick(quick=80, full=400)
     trainable = course_config.pick(quick="text", full="all")
-    data = concept_data(n_train=course_config.pick(quick=1500, full=4000), n_test=course_config.pick(quick=300, full=1000),
-                        n_replay=course_config.pick(quick=300, full=1000))
-    rows, _ = compare_methods(model, tok, data, steps=steps, trainable=trainable, lr=2e-3 if trainable == "text" else 5e-4)
-    print(f"\n## Tiny CLIP learns orange, pink, diamond, ring ({steps} steps, trainable: {trainable})\n")
-    print(markdown_table(rows, [("method", "method"), ("new", "new concepts % (48-way)"), ("old", "old classes % (24-way)"),
-                                ("old48", "old classes % (48-way)"), ("seconds", "train s")]))
-    out["clip"] = rows
+    sizes = {"n_train": course_config.pick(quick=1500, full=4000), "n_test": course_config.pick(quick=300, full=1000),
+             "n_replay": course_config.pick(quick=300, full=1000)}
+    res = compare_over_seeds(model, tok, seeds, **sizes, steps=steps, trainable=trainable,
+                             lr=2e-3 if trainable == "text" else 5e-4, batch_size=64)
+    print(f"\n## Tiny CLIP learns orange, pink, diamond, ring ({steps} steps, trainable: {trainable}, "
+          f"seeds {list(seeds)}: mean ± std)\n")
+    print(markdown_table(res.rows(), [("method", "method"), ("new", "new concepts % (48-way)"), ("old", "old classes % (24-way)"),
+                                      ("old48", "old classes % (48-way)")]))
+    for key, what in (("new", "new-concept accuracy"), ("old", "old-class accuracy (24-way)"), ("old48", "old-class accuracy (48-way)")):
+        trained = {m: v[key] for m, v in res.values.items() if m != "original"}
+        print(f"* {compare(trained, digits=1, unit='%', what=what).sentence}")
+    out["clip"] = {"steps": steps, "trainable": trainable, **sizes, "batch_size": 64, "values": res.values,
+                   "wise_alphas": res.wise_alphas, "train_seconds": res.seconds}
+
+
+def bench_selection(proto, out: dict, budgets: tuple[int, ...], workers: int = 1) -> None:
+    from .selection import SELECTION_COLUMNS, run_selection, selection_rows
+
+    t0 = time.perf_counter()
+    sel = run_selection(budgets=budgets, proto=proto, workers=workers)
+    measured = sel.measured()
+    rows = selection_rows(measured, "")
+    print(f"\n## Selection guide: strategy per scenario and memory budget ({time.perf_counter() - t0:.0f} s)\n")
+    print(markdown_table(rows, SELECTION_COLUMNS))
+    print(f"\nMeasured under: {sel.conditions()}.")
+    out["selection"] = {"conditions": sel.conditions(), "budgets": list(sel.budgets),
+                        "protocol": {"hidden": proto.hidden, "iterations": proto.iterations, "batch_size": proto.batch_size,
+                                     "lr": proto.lr, "seeds": list(proto.seeds), "ewc_lambda": proto.ewc_lambda,
+                                     "lwf_temperature": proto.lwf_temperature, "lwf_weight": proto.lwf_weight,
+                                     "progressive_hidden": proto.progressive_hidden},
+                        "measured": measured}
+
+
+def guard_trial(seed: int, phases, every: int = 16) -> dict[str, np.ndarray]:
+    """Prequential correctness on one drifting stream (``seed``: stream and initialisation),
+    with the service's guard (replay + online EWC) and without (plain online fine-tuning)."""
+    from .client import drift_stream
+    from .online import OnlineConfig, prequential_run
+
+    stream = drift_stream(phases, seed=seed)
+    configs = {"replay + EWC guard": OnlineConfig(min_batch=every, steps_per_update=20, seed=seed),
+               "plain fine-tuning": OnlineConfig(min_batch=every, steps_per_update=20, replay_batch=0, ewc_lambda=0.0,
+                                                 seed=seed)}
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = {name: prequential_run(stream.x, stream.y, cfg, f"{tmp}/{k}", every) for k, (name, cfg) in enumerate(configs.items())}
+    return {"phase": stream.phase, **runs}
+
+
+def guard_figures(trial: dict[str, np.ndarray], head: int = 100) -> dict[str, dict[str, float]]:
+    """Per method: prequential accuracy (%) of the last phase (the original digits returning)
+    and of its first ``head`` items."""
+    last = trial["phase"] == trial["phase"].max()
+    return {name: {"return_phase": 100 * float(c[last].mean()), "return_first": 100 * float(c[last][:head].mean())}
+            for name, c in trial.items() if name != "phase"}
+
+
+def bench_guard(out: dict, seeds: tuple[int, ...]) -> None:
+    from ..conclusions import compare
+
+    phases = course_config.pick(quick=(("none", 500), ("mirror", 500), ("none", 250)),
+                                full=(("none", 2000), ("mirror", 2000), ("none", 1000)))
+    per_seed = [guard_figures(guard_trial(s, phases)) for s in seeds]
+    figures = {name: {key: [f[name][key] for f in per_seed] for key in per_seed[0][name]} for name in per_seed[0]}
+    print(f"\n## Online learner on a drifting stream {[p for p in phases]}, {len(seeds)} streams\n")
+    for key, what in (("return_phase", "accuracy when the original digits return"),
+                      ("return_first", "accuracy on the first 100 items after they return")):
+        print(f"* {compare({n: v[key] for n, v in figures.items()}, digits=1, unit='%', what=what).sentence}")
+    out["guard"] = {"phases": [list(p) for p in phases], "every": 16, "steps_per_update": 20, "figures": figures}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,7 +193,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="torch intra-op threads (default 1: these networks are tiny; 0 = torch's choice)")
     p.add_argument("--workers", type=int, default=1,
                    help="processes for the strategy grid (one torch thread each); 0 = one per core (max 4)")
+    p.add_argument("--budgets", default="20,200", help="memory budgets (stored examples) of the selection guide")
+    p.add_argument("--write-results", action="store_true",
+                   help="write each section's figures to results/ch3_<section>[_<profile>].json with provenance")
     args = p.parse_args(argv)
+    argv_text = " ".join(sys.argv[1:] if argv is None else ["continual", *argv])
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -144,6 +224,43 @@ def main(argv: list[str] | None = None) -> int:
     if "service" in sections:
         bench_service(out)
     if "clip" in sections:
-        bench_clip(out)
+        bench_clip(out, tuple(range(args.seeds)) if args.seeds is not None else (0, 1, 2))
+    if "selection" in sections:
+        budgets = tuple(int(b) for b in args.budgets.split(",") if b.strip())
+        bench_selection(proto, out, budgets, args.workers if args.workers > 0 else default_workers())
+    if "guard" in sections:
+        bench_guard(out, tuple(range(args.seeds)) if args.seeds is not None else (0, 1, 2, 3, 4))
     print(f"\n(total {time.perf_counter() - t0:.0f} s)")
+    if args.write_results:
+        for path in write_section_results(out, f"python -m course_lib.bench {argv_text}", proto, args.seeds):
+            print(f"wrote {path}")
     return 0
+
+
+def write_section_results(out: dict, command: str, proto, n_seeds: int | None, folder=None) -> list:
+    """Write ``results/ch3_<section>[_<profile>].json`` (or into ``folder``) for the sections that ran."""
+    from dataclasses import asdict, is_dataclass
+
+    from ..results import write_results
+
+    profile = course_config.get_profile()
+    paths = []
+    if "selection" in out:
+        paths.append(write_results(f"ch3_selection_{profile}", out["selection"], command, profile, proto.seeds, folder))
+    if "clip" in out:
+        seeds = list(range(n_seeds)) if n_seeds is not None else [0, 1, 2]
+        paths.append(write_results(f"ch3_clip_{profile}", out["clip"], command, profile, seeds, folder))
+    if "guard" in out:
+        seeds = list(range(n_seeds)) if n_seeds is not None else [0, 1, 2, 3, 4]
+        paths.append(write_results("ch3_online_guard", out["guard"], command, profile, seeds, folder))
+    timing = {}
+    if "ewc_step" in out:
+        timing["ewc_step"] = out["ewc_step"]
+    if "service" in out:
+        crash = out["crash"]
+        timing["service"] = {k: float(v) for k, v in out["service"].items()}
+        timing["crash"] = {k: (len(v) if isinstance(v, list) else v) for k, v in
+                           (asdict(crash).items() if is_dataclass(crash) else crash.items())}
+    if timing:
+        paths.append(write_results("ch3_timing", timing, command, profile, [0], folder))
+    return paths

@@ -301,3 +301,88 @@ def compare_methods(
             rows.append({"method": f"finetune + WiSE-FT (alpha={wise_alpha:g})",
                          **{k: 100 * v for k, v in evaluate_concepts(wise, tokenizer, data).items()}, "seconds": seconds})
     return rows, models
+
+
+@dataclass
+class SeedComparison:
+    """:func:`compare_over_seeds`: every method's figures, one value per seed (in %).
+
+    Attributes:
+        seeds: the seeds (each seeds both the generated data and the batch order).
+        values: ``{method: {"new": [...], "old": [...], "old48": [...]}}``; methods are
+            ``original``, each trained method and ``finetune + WiSE-FT (alpha=A)`` for every
+            alpha of the WiSE-FT sweep strictly between 0 and 1.
+        wise_alphas: the interpolation weights evaluated (0 = original, 1 = fine-tuned).
+        seconds: training seconds per method, summed over seeds.
+        models: the models of the first seed (``original``, each method).
+    """
+
+    seeds: list[int]
+    values: dict[str, dict[str, list[float]]]
+    wise_alphas: list[float]
+    seconds: dict[str, float]
+    models: dict[str, torch.nn.Module]
+
+    def rows(self) -> list[dict]:
+        """One row per method: ``method``, mean and ``_std`` of ``new``, ``old``, ``old48`` (for
+        :func:`course_lib.continual.experiments.markdown_table`)."""
+        out = []
+        for method, figs in self.values.items():
+            row = {"method": method}
+            for key, vals in figs.items():
+                v = np.asarray(vals, dtype=float)
+                row[key], row[key + "_std"] = float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+            out.append(row)
+        return out
+
+
+def wise_label(alpha: float) -> str:
+    """The method name of WiSE-FT at ``alpha`` in :class:`SeedComparison`."""
+    return f"finetune + WiSE-FT (alpha={alpha:g})"
+
+
+def compare_over_seeds(
+    model: torch.nn.Module,
+    tokenizer: Callable,
+    seeds: Sequence[int],
+    n_train: int,
+    n_test: int,
+    n_replay: int,
+    methods: Sequence[str] = METHODS,
+    wise_alphas: Sequence[float] = (0.25, 0.5, 0.75),
+    **config,
+) -> SeedComparison:
+    """:func:`compare_methods` for each seed: new data (:func:`concept_data` with that seed)
+    and a new batch order (``IncrementalConfig.seed``), so the spread covers both.
+
+    ``wise_alphas``: WiSE-FT weights (each in (0, 1)) evaluated on every seed's fine-tuned
+    model. ``config``: :class:`IncrementalConfig` fields (``steps``, ``trainable``, ``lr``, ...).
+    """
+    if not seeds:
+        raise ValueError("need at least one seed in seeds")
+    if any(not 0.0 < a < 1.0 for a in wise_alphas):
+        raise ValueError(f"WiSE-FT alphas must be strictly between 0 and 1, got {list(wise_alphas)}")
+    if "seed" in config:
+        raise ValueError("pass seeds=[...], not seed=")
+    values: dict[str, dict[str, list[float]]] = {}
+    seconds: dict[str, float] = {}
+    first: dict[str, torch.nn.Module] = {}
+
+    def add(name: str, figs: dict) -> None:
+        entry = values.setdefault(name, {"new": [], "old": [], "old48": []})
+        for key in entry:
+            entry[key].append(float(figs[key]))
+
+    for k, seed in enumerate(seeds):
+        data = concept_data(n_train=n_train, n_test=n_test, n_replay=n_replay, seed=int(seed))
+        rows, models = compare_methods(model, tokenizer, data, methods=methods, wise_alpha=None, seed=int(seed), **config)
+        for row in rows:
+            add(row["method"], row)
+            seconds[row["method"]] = seconds.get(row["method"], 0.0) + row["seconds"]
+        if "finetune" in models:
+            for a in wise_alphas:
+                figs = evaluate_concepts(interpolate_weights(model, models["finetune"], a), tokenizer, data)
+                add(wise_label(a), {key: 100 * v for key, v in figs.items()})
+        if k == 0:
+            first = models
+    return SeedComparison([int(s) for s in seeds], values, [0.0, *map(float, wise_alphas), 1.0], seconds, first)

@@ -220,6 +220,47 @@ def summary_rows(results: Iterable[ContinualResult]) -> list[dict]:
     return rows
 
 
+def seed_values(results: Iterable[ContinualResult], kind: str, name: str, key: str = "average_accuracy") -> list[float]:
+    """One figure per seed (in %) of strategy ``name`` in scenario ``kind``: ``key`` is a key of
+    :func:`continual_metrics` (``average_accuracy``, ``forgetting``, ``bwt``, ``fwt``).
+
+    Raises:
+        KeyError: no run of that strategy in that scenario.
+    """
+    vals = [100 * continual_metrics(r.acc, r.baseline)[key] for r in results
+            if r.scenario.split("/")[-1] == kind and r.strategy == name]
+    if not vals:
+        raise KeyError(f"no run of {name!r} in the {kind} scenario")
+    return vals
+
+
+def ordering_verdicts(results: Iterable[ContinualResult], kind: str, digits: int = 1) -> list[dict]:
+    """The ordering van de Ven & Tolias report (:data:`VAN_DE_VEN_ORDER`), checked pair by
+    pair with the spread over seeds (:func:`course_lib.conclusions.compare` on the final
+    average accuracy).
+
+    Returns one dict per consecutive pair ``(worse, better)`` of the paper's order:
+    ``{"worse", "better", "verdict", "sentence", "comparison"}`` where ``verdict`` is
+    ``"as in the paper"`` (ours ranks them the same way, by more than the spread),
+    ``"reversed"`` (the other way, by more than the spread) or ``"not distinguishable"``.
+    """
+    from ..conclusions import compare
+
+    results = list(results)
+    names = {r.strategy for r in results if r.scenario.split("/")[-1] == kind}
+    order = [m for m in VAN_DE_VEN_ORDER[kind] if m in names]
+    out = []
+    for worse, better in zip(order, order[1:]):
+        c = compare({better: seed_values(results, kind, better), worse: seed_values(results, kind, worse)},
+                    digits=digits, unit="%", what="final average accuracy")
+        if not c.distinguishable:
+            verdict = "not distinguishable"
+        else:
+            verdict = "as in the paper" if c.winner.name == better else "reversed"
+        out.append({"worse": worse, "better": better, "verdict": verdict, "sentence": c.sentence, "comparison": c})
+    return out
+
+
 def ordering_check(rows: list[dict], kind: str) -> list[tuple[str, str, float, float, bool]]:
     """For consecutive methods in :data:`VAN_DE_VEN_ORDER` [kind]: ``(worse, better, ours_worse,
     ours_better, holds)`` where ``holds`` = our mean accuracy of ``better`` >= that of ``worse``."""
@@ -251,7 +292,11 @@ def markdown_table(rows: list[dict], columns: Sequence[tuple[str, str]], digits:
 def sweep(kind: str, name: str, values: Sequence[float], param: str, proto: Protocol | None = None,
           data_seed: int = 0, workers: int = 1) -> list[dict]:
     """Average accuracy and forgetting (mean over the protocol's seeds) for each value of one
-    hyper-parameter: ``param`` in ``"ewc_lambda"``, ``"lwf_temperature"``, ``"lwf_weight"``, ``"buffer"``."""
+    hyper-parameter: ``param`` in ``"ewc_lambda"``, ``"lwf_temperature"``, ``"lwf_weight"``, ``"buffer"``.
+
+    Each row: ``value``, ``average_accuracy``, ``average_accuracy_std``, ``forgetting`` (means,
+    in %), and the per-seed figures ``values`` (final average accuracy) and
+    ``forgetting_values`` for :func:`course_lib.conclusions.compare`."""
     proto = proto or protocol()
     protos = []
     for v in values:
@@ -269,7 +314,9 @@ def sweep(kind: str, name: str, values: Sequence[float], param: str, proto: Prot
         ms = [continual_metrics(r.acc) for r in results[k * n : (k + 1) * n]]
         acc, acc_std = summarize([100 * m["average_accuracy"] for m in ms])
         fgt, _ = summarize([100 * m["forgetting"] for m in ms])
-        rows.append({"value": v, "average_accuracy": acc, "average_accuracy_std": acc_std, "forgetting": fgt})
+        rows.append({"value": v, "average_accuracy": acc, "average_accuracy_std": acc_std, "forgetting": fgt,
+                     "values": [100 * m["average_accuracy"] for m in ms],
+                     "forgetting_values": [100 * m["forgetting"] for m in ms]})
     return rows
 
 

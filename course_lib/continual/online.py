@@ -339,3 +339,36 @@ class OnlineLearner:
                 return True
             time.sleep(0.02)
         return self._snapshot.watermark >= feedback_id
+
+
+def prequential_run(x: np.ndarray, y: np.ndarray, config: OnlineConfig, data_dir: str | Path,
+                    every: int = 16) -> np.ndarray:
+    """Drive an :class:`OnlineLearner` in-process (no HTTP, no thread): predict each group of
+    ``every`` items with the current snapshot, store their labels, learn them with one
+    :meth:`~OnlineLearner.update_once`, go on. Deterministic for a given ``config.seed``.
+
+    Args:
+        x: float32 ``[n, dim]`` features in stream order; y: int ``[n]`` labels.
+        config: the learner's settings (e.g. ``replay_batch=0, ewc_lambda=0`` for plain
+            online fine-tuning).
+        data_dir: an empty folder for the learner's database and checkpoints.
+        every: items per update.
+
+    Returns:
+        bool ``[n]``: whether each item was predicted correctly before it was learned.
+    """
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"need as many labels as items (>= 1), got {len(x)} items and {len(y)} labels")
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    learner = OnlineLearner(data_dir, config)
+    if learner.restored or learner.store.count():
+        raise ValueError(f"{data_dir} already holds a learner's data: use an empty folder")
+    correct: list[bool] = []
+    for s in range(0, len(y), every):
+        xs, ys = np.asarray(x[s:s + every], dtype=np.float32), [int(v) for v in y[s:s + every]]
+        _, pred, _ = learner.add_feedback(xs, ys)
+        correct += [p == t for p, t in zip(pred, ys)]
+        learner.update_once()
+    learner.store.close()
+    return np.array(correct, dtype=bool)

@@ -77,3 +77,23 @@ def test_output_bias_statistics():
     assert hidden_representation(model, torch.rand(3, 4)).shape == (3, 5)
     with pytest.raises(TypeError):
         output_bias(torch.nn.Linear(2, 2), torch.rand(2, 2))
+
+
+def test_within_task_accuracy_lets_only_the_told_units_compete():
+    import pytest
+    from torch import nn
+
+    from course_lib.continual.analysis import within_task_accuracy
+
+    net = nn.Linear(2, 4, bias=False)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [5.0, 0.0], [0.0, 5.0]]))
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.2]])
+    y = torch.tensor([0, 1, 1])
+    # among all four units the big units 2/3 win every time; told units [0, 1]: 2 of 3 right
+    assert within_task_accuracy(net, [0, 1], x, y) == pytest.approx(2 / 3)
+    assert within_task_accuracy(net, [2, 3], x, y + 2) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="not among"):
+        within_task_accuracy(net, [2, 3], x, y)
+    with pytest.raises(ValueError, match="at least one"):
+        within_task_accuracy(net, [], x, y)

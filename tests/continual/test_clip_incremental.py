@@ -85,3 +85,20 @@ def test_interpolate_weights_endpoints(clip, data):
 def test_bad_config(kwargs):
     with pytest.raises(ValueError):
         IncrementalConfig(**kwargs)
+
+
+def test_compare_over_seeds_collects_one_value_per_seed(clip):
+    from course_lib.continual.clip_incremental import compare_over_seeds, wise_label
+
+    model, tok = clip
+    res = compare_over_seeds(model, tok, [0, 1], n_train=32, n_test=16, n_replay=16, methods=("finetune", "replay"),
+                             wise_alphas=(0.5,), steps=2, batch_size=8)
+    assert set(res.values) == {"original", "finetune", "replay", wise_label(0.5)}
+    assert all(len(v) == 2 for figs in res.values.values() for v in figs.values())
+    assert res.wise_alphas == [0.0, 0.5, 1.0] and set(res.models) == {"original", "finetune", "replay"}
+    rows = {r["method"]: r for r in res.rows()}
+    assert rows["original"]["new_std"] >= 0 and 0 <= rows["finetune"]["old"] <= 100
+    with pytest.raises(ValueError, match="strictly between"):
+        compare_over_seeds(model, tok, [0], 8, 8, 8, wise_alphas=(1.0,), steps=1)
+    with pytest.raises(ValueError, match="seeds"):
+        compare_over_seeds(model, tok, [], 8, 8, 8)

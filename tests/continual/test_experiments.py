@@ -53,3 +53,32 @@ def test_run_grid_smoke():
     results = run_grid(("task",), ("finetune", "progressive"), proto)
     assert [r.strategy for r in results] == ["finetune", "progressive"]
     assert all(r.acc.shape == (5, 5) for r in results)
+
+
+def test_seed_values_and_ordering_verdicts():
+    from course_lib.continual.experiments import ordering_verdicts, seed_values
+
+    def res(name, seed, final):
+        acc = np.full((2, 2), 0.9)
+        acc[1, 0] = final
+        return ContinualResult("split-digits/task", name, seed, acc, np.array([0.5, 0.5]), [1.0])
+
+    results = [res("finetune", s, f) for s, f in enumerate([0.50, 0.52, 0.48])]
+    results += [res("ewc", s, f) for s, f in enumerate([0.51, 0.50, 0.53])]      # inside the spread
+    results += [res("lwf", s, f) for s, f in enumerate([0.90, 0.89, 0.91])]      # clearly above
+    assert seed_values(results, "task", "finetune") == pytest.approx([70.0, 71.0, 69.0])
+    with pytest.raises(KeyError):
+        seed_values(results, "class", "finetune")
+    verdicts = ordering_verdicts(results, "task")
+    assert [(v["worse"], v["better"], v["verdict"]) for v in verdicts] == [
+        ("finetune", "ewc", "not distinguishable"), ("ewc", "lwf", "as in the paper")]
+    flipped = [res("lwf", s, 0.1) for s in range(3)] + results[:6]
+    assert ordering_verdicts(flipped, "task")[1]["verdict"] == "reversed"
+
+
+def test_sweep_keeps_per_seed_values():
+    from course_lib.continual.experiments import sweep
+
+    rows = sweep("task", "finetune", [8, 16], "buffer", protocol("quick", iterations=2, seeds=(0, 1), hidden=8))
+    assert [len(r["values"]) for r in rows] == [2, 2] and len(rows[0]["forgetting_values"]) == 2
+    assert rows[0]["average_accuracy"] == pytest.approx(sum(rows[0]["values"]) / 2)

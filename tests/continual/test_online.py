@@ -125,3 +125,19 @@ def test_background_thread_learns_and_stops(tmp_path, digits):
 def test_bad_config(kwargs):
     with pytest.raises(ValueError):
         OnlineConfig(**kwargs)
+
+
+def test_prequential_run_is_deterministic_and_learns(tmp_path):
+    from course_lib.continual.client import drift_stream
+    from course_lib.continual.online import prequential_run
+
+    stream = drift_stream((("none", 96),), seed=0)
+    cfg = OnlineConfig(min_batch=16, steps_per_update=5, hidden=32, fisher_samples=32)
+    a = prequential_run(stream.x, stream.y, cfg, tmp_path / "a")
+    b = prequential_run(stream.x, stream.y, cfg, tmp_path / "b")
+    assert a.dtype == bool and a.shape == (96,) and np.array_equal(a, b)
+    assert a[-32:].mean() > a[:16].mean()  # it learns: the last items are predicted better than the first
+    with pytest.raises(ValueError, match="empty folder"):
+        prequential_run(stream.x, stream.y, cfg, tmp_path / "a")
+    with pytest.raises(ValueError, match="as many labels"):
+        prequential_run(stream.x, stream.y[:5], cfg, tmp_path / "c")
