@@ -21,6 +21,8 @@ models to notice and down-weight a corrupted modality.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -223,4 +225,177 @@ def make_head(kind: str, image_dim: int, text_dim: int, num_classes: int, **kwar
     if kind not in FUSION_HEADS:
         raise ValueError(f"unknown fusion head {kind!r}: expected one of {tuple(FUSION_HEADS)}")
     return FUSION_HEADS[kind](image_dim, text_dim, num_classes, **kwargs)
+
+
+# ----------------------------------------------------------------------------- the studies of notebook 2.7
+
+
+@dataclass
+class TwoModalityData:
+    """Pooled image features ``[N, Wi]``, text features ``[N, Wt]`` and class labels ``[N]``
+    of a training and a test split (notebook 2.7, sections 1-2)."""
+
+    train_image: torch.Tensor
+    train_text: torch.Tensor
+    train_labels: torch.Tensor
+    test_image: torch.Tensor
+    test_text: torch.Tensor
+    test_labels: torch.Tensor
+
+    @property
+    def reference_std(self) -> tuple[float, float]:
+        """Standard deviations of the training image and text features (the noise scale of
+        :func:`corrupt`)."""
+        return float(self.train_image.std()), float(self.train_text.std())
+
+
+def noisy_caption(color: str, shape: str, rng: np.random.Generator, colors, shapes, p_noise: float = 0.5) -> str:
+    """``"a {color} {shape}"``, where with probability ``p_noise`` the colour or (equally likely)
+    the shape word is replaced by a random one (possibly the same word)."""
+    if not 0 <= p_noise <= 1:
+        raise ValueError(f"p_noise must be in [0, 1], got {p_noise}")
+    if rng.random() < p_noise:
+        if rng.random() < 0.5:
+            color = colors[rng.integers(len(colors))]
+        else:
+            shape = shapes[rng.integers(len(shapes))]
+    return f"a {color} {shape}"
+
+
+def noisy_caption_data(model: nn.Module, tokenizer: Callable, n_train: int, n_test: int, seed: int = 0,
+                       data_seed: int = 21, p_noise: float = 0.5) -> TwoModalityData:
+    """One-object ShapeWorld scenes (24 colour x shape classes) seen through two imperfect inputs:
+    the locked tiny-CLIP image tower's pooled features ``[N, 128]`` and the text tower's ``<eot>``
+    features ``[N, 64]`` of a *noisy* caption (:func:`noisy_caption`), so that neither modality
+    alone is perfect. ``seed`` drives the caption noise (training split first, then test)."""
+    from ..data import ShapeWorldConfig, generate, split_seed
+    from .contrastive import pooled_image_features
+    from .features import text_tokens
+    from .fusion import last_token
+
+    if n_train < 1 or n_test < 1:
+        raise ValueError(f"need n_train, n_test >= 1, got {n_train}, {n_test}")
+    cfg = ShapeWorldConfig()
+    rng = np.random.default_rng(seed)
+    out = []
+    for split, n in (("train", n_train), ("test", n_test)):
+        batch = generate(n, split_seed(split, data_seed), cfg)
+        captions = [noisy_caption(batch.color_names(i)[0], batch.shape_names(i)[0], rng, cfg.colors, cfg.shapes,
+                                  p_noise) for i in range(len(batch))]
+        tok, mask = text_tokens(model, tokenizer, captions)
+        out += [pooled_image_features(model, batch.images), last_token(tok, mask), torch.from_numpy(batch.labels)]
+    return TwoModalityData(*out)
+
+
+def normalisation_study(data: TwoModalityData, image_scale: float = 30.0, steps: int = 300, lr: float = 1e-3,
+                        seed: int = 0, norms: tuple[str, ...] = NORM_KINDS) -> dict[str, dict[str, float]]:
+    """Concatenation fusion with the image features multiplied by ``image_scale`` (an encoder in
+    other units), per normalisation: ``{norm: {"both", "image only", "text only"}}`` accuracies
+    (:func:`modality_reliance`). Each head is built and trained from ``seed``."""
+    num_classes = int(max(data.train_labels.max(), data.test_labels.max())) + 1
+    out = {}
+    for norm in norms:
+        seed_everything(seed)
+        head = make_head("concat", data.train_image.shape[1], data.train_text.shape[1], num_classes, norm=norm)
+        train_fusion_head(head, image_scale * data.train_image, data.train_text, data.train_labels, steps=steps,
+                          lr=lr, seed=seed)
+        out[norm] = modality_reliance(head, image_scale * data.test_image, data.test_text, data.test_labels)
+    return out
+
+
+TRAINING_REGIMES: dict[str, float] = {"clean data": 0.0, "corruption": 0.3}
+
+
+def dynamic_weighting_study(data: TwoModalityData, steps: int = 300, lr: float = 2e-3, seed: int = 0,
+                            kinds: tuple[str, ...] = tuple(FUSION_HEADS),
+                            regimes: dict[str, float] | None = None) -> tuple[dict[str, dict[str, dict[str, float]]],
+                                                                               dict[str, nn.Module]]:
+    """Each fusion head trained on clean data and with modality corruption (probability 0.3 per
+    sample, :func:`train_fusion_head`), then tested clean, with every image and with every text
+    replaced by noise (:func:`robustness_table`).
+
+    Returns:
+        ``({kind: {regime: {"clean", "image corrupted", "text corrupted"}}}, {kind: head trained
+        with corruption})``.
+    """
+    regimes = TRAINING_REGIMES if regimes is None else regimes
+    num_classes = int(max(data.train_labels.max(), data.test_labels.max())) + 1
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    heads: dict[str, nn.Module] = {}
+    for kind in kinds:
+        table[kind] = {}
+        for regime, p in regimes.items():
+            seed_everything(seed)
+            head = make_head(kind, data.train_image.shape[1], data.train_text.shape[1], num_classes)
+            train_fusion_head(head, data.train_image, data.train_text, data.train_labels, steps=steps, lr=lr,
+                              corruption_prob=p, seed=seed)
+            table[kind][regime] = robustness_table(head, data.test_image, data.test_text, data.test_labels,
+                                                   reference_std=data.reference_std)
+            if p > 0:
+                heads[kind] = head
+    return table, heads
+
+
+@torch.no_grad()
+def gate_under_corruption(gated: GatedFusion, data: TwoModalityData, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """How a trained :class:`GatedFusion` reacts when every image or every text is noise.
+
+    Per condition (``clean``, ``image corrupted``, ``text corrupted``): ``gate`` = the gate ``z``
+    averaged over features, one value per test sample (``[N]`` numpy; 1 = image path), its
+    ``mean``, and ``image_share`` = the mean share of the fused vector's magnitude that comes from
+    the image path, ``|z * tanh(W_i x_i)| / (|z * tanh(W_i x_i)| + |(1 - z) * tanh(W_t x_t)|)``
+    (summed over features): the gate alone does not say how large each path's contribution is.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    every = torch.ones(len(data.test_labels), dtype=torch.bool)
+    std_i, std_t = data.reference_std
+    conditions = {
+        "clean": (data.test_image, data.test_text),
+        "image corrupted": (corrupt(data.test_image, every, "noise", gen, std_i), data.test_text),
+        "text corrupted": (data.test_image, corrupt(data.test_text, every, "noise", gen, std_t)),
+    }
+    gated.eval()
+    out = {}
+    for name, (xi, xt) in conditions.items():
+        ni, nt = gated.norm_img(xi), gated.norm_txt(xt)
+        z = torch.sigmoid(gated.gate(torch.cat([ni, nt], dim=-1)))
+        img_part = (z * torch.tanh(gated.h_img(ni))).abs().sum(1)
+        txt_part = ((1 - z) * torch.tanh(gated.h_txt(nt))).abs().sum(1)
+        out[name] = {"gate": z.mean(1).numpy(), "mean": float(z.mean()),
+                     "image_share": float((img_part / (img_part + txt_part)).mean())}
+    return out
+
+
+LOSS_VARIANTS: dict[str, tuple[dict[str, Any], bool]] = {
+    "InfoNCE": ({"kind": "infonce"}, False),
+    "InfoNCE + label smoothing": ({"kind": "infonce", "label_smoothing": 0.1}, False),
+    "hard-negative re-weighting": ({"kind": "hard_negative", "beta": 4.0}, False),
+    "InfoNCE + hard-neg captions": ({"kind": "infonce"}, True),
+    "SigLIP": ({"kind": "siglip"}, False),
+}
+"""Notebook 2.7's contrastive-loss variants: name -> (:class:`~.losses.ContrastiveLoss` arguments,
+whether the batch's hard-negative captions are appended as extra negatives)."""
+
+LOSS_METRICS: tuple[str, ...] = ("t2i_R@1", "i2t_R@1", "hard_negative_acc")
+
+
+def loss_variant_study(train: Any, test: Any, vocab_size: int, steps: int, batch_size: int, seed: int = 0,
+                       variants: dict[str, tuple[dict[str, Any], bool]] | None = None,
+                       progress: Callable[[str], None] | None = None) -> dict[str, dict[str, float]]:
+    """LiT training (locked image tower, :func:`~.contrastive.train_dual_encoder`) with each loss
+    variant at the same budget and seed; per variant the held-out ``t2i_R@1``, ``i2t_R@1``,
+    ``hard_negative_acc``, the final ``temperature`` and the training ``seconds``."""
+    from .contrastive import evaluate_dual_encoder, train_dual_encoder
+    from .losses import ContrastiveLoss
+
+    out = {}
+    for name, (kwargs, use_negatives) in (variants or LOSS_VARIANTS).items():
+        net, hist = train_dual_encoder(train, ContrastiveLoss(**kwargs), vocab_size, steps=steps, batch_size=batch_size,
+                                       use_negatives=use_negatives, seed=seed)
+        metrics = evaluate_dual_encoder(net, test)
+        out[name] = {**{k: float(metrics[k]) for k in LOSS_METRICS}, "temperature": float(hist["temperature"][-1]),
+                     "seconds": float(hist["seconds"][0])}
+        if progress is not None:
+            progress(name)
+    return out
 

@@ -464,7 +464,8 @@ def compare_fusion(train: VQAFeatures, test: VQAFeatures, settings: TrainSetting
 
     Args:
         settings: the training budget, identical for every family (same seed, so the same
-            batches in the same order).
+            batches in the same order); each model's initial weights are drawn from
+            ``settings.seed`` too, so a run is reproduced by its seed alone.
         config: :class:`FusionConfig` sizes (``dim``, ``heads``, ``layers``, ...) shared by all.
 
     Returns:
@@ -474,6 +475,7 @@ def compare_fusion(train: VQAFeatures, test: VQAFeatures, settings: TrainSetting
 
     runs = {}
     for kind in kinds:
+        seed_everything(settings.seed)  # initial weights from the seed, not from whatever ran before
         net = build_fusion_model(kind, FusionConfig(**train.config_dims, **config))
         history = train_vqa(net, train, settings, eval_data=test, eval_every=eval_every)
         report = evaluate_vqa(net, test)

@@ -259,3 +259,42 @@ def caption_metrics(predictions: Sequence[str], references: Sequence[str]) -> di
     exact = float(np.mean([p == r for p, r in zip(predictions, references)]))
     bleu = corpus_bleu([[r.split()] for r in references], [p.split() for p in predictions])
     return {"exact_match": exact, "bleu4": bleu}
+
+
+# ----------------------------------------------------------------------------- notebook 2.6's matching study
+
+
+def accuracy_by_kind(positive: torch.Tensor, negative: torch.Tensor, kinds: np.ndarray) -> dict[str, float]:
+    """Share of pairs whose true caption scores above its hard negative, per negative kind and
+    ``"all"`` (``positive``, ``negative``: scores ``[N]``; ``kinds``: ``[N]`` strings)."""
+    if positive.shape != negative.shape or positive.ndim != 1 or len(kinds) != len(positive):
+        raise ValueError(f"need scores [N] and kinds [N], got {tuple(positive.shape)}, {tuple(negative.shape)}, "
+                         f"{len(kinds)}")
+    if len(kinds) == 0:
+        raise ValueError("no pairs to score")
+    win = (positive > negative).numpy()
+    kinds = np.asarray(kinds)
+    out = {str(k): float(win[kinds == k].mean()) for k in sorted(set(kinds.tolist()))}
+    out["all"] = float(win.mean())
+    return out
+
+
+@torch.no_grad()
+def dual_encoder_scores(model: nn.Module, tokenizer, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine scores ``([N], [N])`` of each image with its caption and with its hard negative in
+    the CLIP model's joint space (no training: the dual encoder as it is)."""
+    from ..models import encode_images, encode_texts
+
+    img = encode_images(model, batch.images)
+    return ((img * encode_texts(model, tokenizer, batch.captions)).sum(1),
+            (img * encode_texts(model, tokenizer, batch.negatives)).sum(1))
+
+
+def train_itm_head(train: MatchingFeatures, steps: int, seed: int = 0, dim: int = 64, heads: int = 4,
+                   layers: int = 1, batch_size: int = 64, lr: float = 2e-3) -> tuple[MatchingHead, list[float]]:
+    """A :class:`MatchingHead` built and trained (:func:`train_matching_head`) from ``seed``:
+    the same seed gives the same head and the same batches."""
+    torch.manual_seed(seed)
+    head = MatchingHead(train.image.shape[-1], train.positive.shape[-1], dim=dim, heads=heads, layers=layers)
+    losses = train_matching_head(head, train, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    return head, losses
