@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from .report import clean, format_class_table, format_failures, format_table, write_csv, write_json
-from .runner import DEFAULT_TIMEOUT, Grader, UsageError, default_submission, find_tests_dir
+from .runner import DEFAULT_TIMEOUT, PACKAGE_ROOT, Grader, UsageError, default_submission, find_tests_dir
 from .sandbox import sandbox_status
 from .tasks import TASK_IDS, TASKS, find_task, submission_root
 
@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tests", metavar="DIR", help=argparse.SUPPRESS)  # graded tests folder (default: found)
     p.add_argument("--mode", choices=("auto", "fork", "spawn"), default="auto", help=argparse.SUPPRESS)
     p.add_argument("--logs", metavar="DIR", help=argparse.SUPPRESS)  # keep each task's pytest output
+    p.add_argument("--similarity", type=float, default=0.7, metavar="T",
+                   help="with --submissions: flag task files whose similarity to course_lib's implementation, "
+                        "solutions/ or a classmate's file is at least T (0-1; default 0.7; 0 switches it off)")
     p.add_argument("--allow-unsandboxed", action="store_true",
                    help="grade a class even where the bubblewrap sandbox cannot start (submissions then run "
                         "with resource limits only and can read what your user can read)")
@@ -95,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.timeout <= 0:
             raise UsageError("--timeout must be positive")
+        if not 0 <= args.similarity <= 1:
+            raise UsageError("--similarity must be between 0 and 1")
         if args.jobs is not None and args.jobs < 1:
             raise UsageError("--jobs must be at least 1")
         tasks = _selected_tasks(args)
@@ -125,6 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     try:
         reports = grader.grade(submissions, tasks)
+        if class_mode and args.similarity > 0:
+            from .similarity import similarity_flags
+
+            flags = similarity_flags(grader.staged, [t.id for t in tasks], PACKAGE_ROOT, args.similarity)
+            for report in reports:
+                report.flags = [f for f in flags if f["student"] == report.label]
     except UsageError as exc:
         print(f"course-grade: error: {exc}", file=sys.stderr)
         return 2

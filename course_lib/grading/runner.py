@@ -290,6 +290,7 @@ class Grader:
         self._ini = self.workdir / "pytest.ini"
         self._ini.write_text("[pytest]\n")
         self._collected: dict[str, list[tuple[str, int]]] = {}
+        self.staged: dict[str, Path] = {}  # label -> the plain copy graded (read by the similarity signal)
 
     # -- plumbing ---------------------------------------------------------------------
     def _spec(self, files: list[str], job: _Job | None, preload: list[str], collect_only: bool) -> dict:
@@ -459,6 +460,7 @@ class Grader:
         refused: dict[tuple[int, str], str] = {}
         for i, (label, root) in enumerate(submissions):
             stage, why = self._stage(i, root, tasks)
+            self.staged[label] = stage
             refused.update({(i, tid): reason for tid, reason in why.items()})
             jobs += [_Job(i, label, stage, root, t) for t in tasks if (i, t.id) not in refused]
         outcomes: dict[tuple[int, str], tuple[_Job, list[dict], str]] = {}

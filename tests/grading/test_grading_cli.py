@@ -94,10 +94,12 @@ def test_class_mode_json_and_missing_files(tmp_path):
     assert by_student["bob"]["score"] == 0
     assert "has no file ch3_continual/task4_metrics.py" in by_student["bob"]["tasks"][0]["tests"][0]["message"]
     rows = list(csv.reader((tmp_path / "c.csv").open()))
-    assert rows == [["student", METRICS, "score", "max_score"],
+    assert rows == [["student", METRICS, "score", "max_score", "similar_to"],
                     ["alice", str(by_student["alice"]["score"]), str(by_student["alice"]["score"]),
-                     str(by_student["alice"]["max_score"])],
-                    ["bob", "0", "0", str(by_student["alice"]["max_score"])]]
+                     str(by_student["alice"]["max_score"]), f"{METRICS}~solutions 1.00"],
+                    ["bob", "0", "0", str(by_student["alice"]["max_score"]), ""]]
+    assert by_student["alice"]["similar_to"] == [{"student": "alice", "task": METRICS, "other": "solutions",
+                                                  "score": 1.0}]
 
 
 def test_hanging_submissions_cost_only_their_own_task(tmp_path):

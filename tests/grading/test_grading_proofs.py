@@ -84,11 +84,11 @@ def test_grader_files_are_untouched(proof_run):
 
 def test_class_csv_has_one_row_per_student(proof_run):
     rows = list(csv.reader(io.StringIO(proof_run.csv_text)))
-    assert rows[0] == ["student", *TASK_IDS, "score", "max_score"]
+    assert rows[0] == ["student", *TASK_IDS, "score", "max_score", "similar_to"]
     students = [r[0] for r in rows[1:]]
     assert sorted(students) == sorted(proof_run.reports)
     solutions = next(r for r in rows[1:] if r[0] == "solutions")
-    assert solutions[-1] == solutions[-2] == str(proof_run.reports["solutions"]["max_score"])
+    assert solutions[-2] == solutions[-3] == str(proof_run.reports["solutions"]["max_score"])
 
 
 # --- hostile submissions ---------------------------------------------------------------
