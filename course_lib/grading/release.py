@@ -1,16 +1,12 @@
 """``course-release OUT``: write the student handout of the course into ``OUT``.
 
-The teacher's course holds ``solutions/`` and every graded test; the handout holds the
-notebooks, ``course_lib``, the stubs in ``exercises/``, ``docs/``, ``results/``, the
-packaging files and the *public* checks, and nothing else. As in otter-grader and nbgrader,
-a few tests per task are public: the hand-worked cases that pin the basic contract
-(:data:`PUBLIC_TESTS`); the rest stay hidden and are used by the teacher's ``course-grade``.
-Each public test module is a filtered copy of the graded one: hidden test functions are
-removed, then every module-level helper that nothing left refers to, and the bodies of the
-reference helpers in :data:`WITHHELD` (independent re-implementations of a task) are
-replaced by an error. Without ``solutions/``, every command defaults to ``exercises/``.
-
-Usage: ``course-release OUT [--force] [--course DIR]`` or ``python -m course_lib.grading.release OUT``.
+The handout holds the notebooks, ``course_lib``, the stubs in ``exercises/``, ``docs/``,
+``results/``, the packaging files and the *public* checks: no ``solutions/`` (so every command
+defaults to ``exercises/``), no hidden test. As in otter-grader and nbgrader, the public tests
+are a few per task that pin the basic contract (:data:`PUBLIC_TESTS`). Each public module is a
+filtered copy of the graded one: hidden tests are removed, then every module-level helper that
+nothing left refers to; helpers in :data:`WITHHELD` (re-implementations of a task) lose their body.
+Also ``python -m course_lib.grading.release OUT [--force] [--course DIR]``.
 """
 
 from __future__ import annotations
@@ -42,11 +38,8 @@ PUBLIC_TESTS: dict[str, tuple[str, ...]] = {
     "ch3_continual/task3_progressive": ("test_add_column_returns_the_index", "test_column_zero_is_a_plain_mlp"),
     "ch3_continual/task4_metrics": ("test_hand_worked_three_tasks", "test_single_task"),
 }
-# task id -> module-level helpers of its tests that re-implement the task; where a public
-# test still refers to one, the handout keeps its signature and replaces its body
-WITHHELD: dict[str, tuple[str, ...]] = {
-    "ch1_compression/task4_batching": ("_simulate", "_latencies_ref"),
-}
+# task id -> helpers of its tests that re-implement the task (a public test may refer to them, never call them)
+WITHHELD: dict[str, tuple[str, ...]] = {"ch1_compression/task4_batching": ("_simulate", "_latencies_ref")}
 TOP_DIRS = ("course_lib", "notebooks", "exercises", "docs", "results")
 TOP_FILES = ("README.md", "pyproject.toml", "environment.yml", ".gitignore", "tests/conftest.py",
              "tests/exercises/conftest.py")
@@ -138,30 +131,23 @@ def course_root() -> Path:
 
 
 def _copy_tree(src: Path, dst: Path, skipped: list[str]) -> None:
+    """Copy the plain files under ``src``; links (never followed) and special files go to ``skipped``."""
     for dirpath, dirnames, filenames in os.walk(src, followlinks=False):
-        here = Path(dirpath)
-        for name in list(dirnames):
-            if name in SKIP_NAMES or name.endswith(SKIP_SUFFIXES) or (here / name).is_symlink():
-                if (here / name).is_symlink():
-                    skipped.append(str(here / name))
-                dirnames.remove(name)
-        for name in filenames:
-            path = here / name
-            if name in SKIP_NAMES or name.endswith(SKIP_SUFFIXES):
-                continue
-            if path.is_symlink() or not path.is_file():
+        dirnames[:] = [d for d in dirnames if d not in SKIP_NAMES and not d.endswith(SKIP_SUFFIXES)]
+        for name in dirnames + [f for f in filenames if f not in SKIP_NAMES and not f.endswith(SKIP_SUFFIXES)]:
+            path = Path(dirpath) / name
+            if path.is_symlink() or not (path.is_dir() or path.is_file()):
                 skipped.append(str(path))
-                continue
-            target = dst / path.relative_to(src)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target, follow_symlinks=False)
+            elif path.is_file():
+                (dst / path.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, dst / path.relative_to(src), follow_symlinks=False)
 
 
 def _prepare_out(out: Path, root: Path, force: bool) -> Path:
     if out.is_symlink():
         raise ReleaseError(f"{out} is a symbolic link; pass a real folder")
     out = out.resolve()
-    if out == root or root.is_relative_to(out) or any(out.is_relative_to(root / d) for d in TOP_DIRS + ("tests",)):
+    if root.is_relative_to(out) or any(out.is_relative_to(root / d) for d in TOP_DIRS + ("tests", "solutions")):
         raise ReleaseError(f"{out} overlaps the course itself ({root}); choose a folder outside its sources")
     if out.exists() and not out.is_dir():
         raise ReleaseError(f"{out} exists and is not a folder")
@@ -185,42 +171,40 @@ def _handout_pyproject(text: str, out: Path) -> str:
 
 
 def write_handout(out: Path, root: Path | None = None, force: bool = False) -> dict:
-    """Write the handout into ``out``; returns a summary (files, bytes, public/total tests per task)."""
+    """Write the handout into ``out``; returns a summary: files, bytes, [public, all] graded
+    tests per task, skipped links. Raises ReleaseError (before writing anything if a public test
+    or withheld helper is not in its module)."""
     root = (root or course_root()).resolve()
+    modules, counts = {}, {}
+    for task in TASKS:
+        src = root / "tests" / "exercises" / task.test_file
+        text = src.read_text(encoding="utf-8")
+        try:
+            modules[task.test_file] = public_module(text, PUBLIC_TESTS[task.id], WITHHELD.get(task.id, ()))
+        except (KeyError, ReleaseError) as exc:
+            raise ReleaseError(f"{src}: no public tests chosen or {exc} (PUBLIC_TESTS in {__name__})") from None
+        counts[task.id] = [len(PUBLIC_TESTS[task.id]), len(graded_tests(text))]
     out = _prepare_out(Path(out), root, force)
     skipped: list[str] = []
     for d in TOP_DIRS:
         if (root / d).is_dir() and not (root / d).is_symlink():
             _copy_tree(root / d, out / d, skipped)
     for f in TOP_FILES:
-        src = root / f
-        if src.is_file() and not src.is_symlink():
+        if (root / f).is_file() and not (root / f).is_symlink():
             (out / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, out / f, follow_symlinks=False)
+            shutil.copyfile(root / f, out / f, follow_symlinks=False)
+    for name, text in modules.items():
+        (out / "tests" / "exercises" / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / "tests" / "exercises" / name).write_text(text, encoding="utf-8")
     if (out / "README.md").is_file():
-        readme = (out / "README.md").read_text(encoding="utf-8").split("\n", 1)
-        (out / "README.md").write_text(readme[0] + "\n\n" + HANDOUT_NOTE + readme[1].lstrip("\n"), encoding="utf-8")
+        title, rest = (out / "README.md").read_text(encoding="utf-8").split("\n", 1)
+        (out / "README.md").write_text(f"{title}\n\n{HANDOUT_NOTE}{rest.lstrip()}", encoding="utf-8")
     if (out / "pyproject.toml").is_file():
         (out / "pyproject.toml").write_text(_handout_pyproject((out / "pyproject.toml").read_text(), out))
-    counts = {}
-    for task in TASKS:
-        src = root / "tests" / "exercises" / task.test_file
-        if task.id not in PUBLIC_TESTS:
-            raise ReleaseError(f"no public tests chosen for {task.id} (PUBLIC_TESTS in {__name__})")
-        text = src.read_text(encoding="utf-8")
-        try:
-            public = public_module(text, PUBLIC_TESTS[task.id], WITHHELD.get(task.id, ()))
-        except ReleaseError as exc:
-            raise ReleaseError(f"{src}: {exc}") from None
-        dst = out / "tests" / "exercises" / task.test_file
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.write_text(public, encoding="utf-8")
-        counts[task.id] = [len(PUBLIC_TESTS[task.id]), len(graded_tests(text))]
-    files = [p for p in out.rglob("*") if p.is_file()]
-    summary = {"files": len(files) + 1, "bytes": sum(p.stat().st_size for p in files),
-               "public_tests": counts, "skipped_links": skipped}
     (out / MARKER).write_text(json.dumps({"course_release": 1, "public_tests": PUBLIC_TESTS}, indent=1))
-    return summary
+    files = [p for p in out.rglob("*") if p.is_file()]
+    return {"files": len(files), "bytes": sum(p.stat().st_size for p in files), "public_tests": counts,
+            "skipped_links": skipped}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,25 +27,21 @@ from typing import Iterable
 NOISE = 25  # k: shortest match (characters of normalised code) that counts
 MAX_BYTES = 1_000_000  # larger task files are not compared
 
-# task id -> {course_lib module (path relative to the course root): the symbols implementing the task}
-COURSE_LIB_CODE: dict[str, dict[str, tuple[str, ...]]] = {
-    "ch1_compression/task1_quantization": {"course_lib/compression/quantization.py": ("quantize_affine",
-                                                                                       "dequantize_affine")},
-    "ch1_compression/task2_pruning": {"course_lib/compression/pruning.py": ("magnitude_masks", "apply_masks",
-                                                                            "cubic_sparsity")},
-    "ch1_compression/task3_distillation": {"course_lib/compression/distillation.py": (
-        "kd_loss", "feature_distillation_loss", "relational_kd_loss")},
-    "ch1_compression/task4_batching": {"course_lib/compression/batching.py": ("schedule_batches",
-                                                                              "request_latencies")},
-    "ch2_multimodal/task1_contrastive": {"course_lib/multimodal/losses.py": ("clip_contrastive_loss", "siglip_loss")},
-    "ch2_multimodal/task2_sinkhorn": {"course_lib/multimodal/ot.py": ("sinkhorn", "barycentric_projection")},
-    "ch2_multimodal/task3_retrieval": {"course_lib/multimodal/retrieval.py": ("cosine_topk", "recall_at_k",
-                                                                             "build_index")},
-    "ch2_multimodal/task4_cross_attention": {"course_lib/multimodal/attention.py": ("CrossModalAttention",)},
-    "ch3_continual/task1_replay": {"course_lib/continual/buffers.py": ("ReservoirBuffer",)},
-    "ch3_continual/task2_ewc": {"course_lib/continual/regularization.py": ("fisher_diagonal", "EWCPenalty")},
-    "ch3_continual/task3_progressive": {"course_lib/continual/models.py": ("ProgressiveNet",)},
-    "ch3_continual/task4_metrics": {"course_lib/continual/metrics.py": ("continual_metrics",)},
+# task id -> (course_lib module implementing it, path relative to the course root; its functions/classes)
+COURSE_LIB_CODE: dict[str, tuple[str, tuple[str, ...]]] = {
+    "ch1_compression/task1_quantization": ("compression/quantization.py", ("quantize_affine", "dequantize_affine")),
+    "ch1_compression/task2_pruning": ("compression/pruning.py", ("magnitude_masks", "apply_masks", "cubic_sparsity")),
+    "ch1_compression/task3_distillation": ("compression/distillation.py", ("kd_loss", "feature_distillation_loss",
+                                                                           "relational_kd_loss")),
+    "ch1_compression/task4_batching": ("compression/batching.py", ("schedule_batches", "request_latencies")),
+    "ch2_multimodal/task1_contrastive": ("multimodal/losses.py", ("clip_contrastive_loss", "siglip_loss")),
+    "ch2_multimodal/task2_sinkhorn": ("multimodal/ot.py", ("sinkhorn", "barycentric_projection")),
+    "ch2_multimodal/task3_retrieval": ("multimodal/retrieval.py", ("cosine_topk", "recall_at_k", "build_index")),
+    "ch2_multimodal/task4_cross_attention": ("multimodal/attention.py", ("CrossModalAttention",)),
+    "ch3_continual/task1_replay": ("continual/buffers.py", ("ReservoirBuffer",)),
+    "ch3_continual/task2_ewc": ("continual/regularization.py", ("fisher_diagonal", "EWCPenalty")),
+    "ch3_continual/task3_progressive": ("continual/models.py", ("ProgressiveNet",)),
+    "ch3_continual/task4_metrics": ("continual/metrics.py", ("continual_metrics",)),
 }
 
 
@@ -129,10 +125,9 @@ def similarity_scores(submissions: dict[str, Path], task_ids: Iterable[str], cou
     for task in task_ids:
         stub = _read(course_root / "exercises" / f"{task}.py") or ""
         others = {}
-        refs = COURSE_LIB_CODE.get(task, {})
-        if refs:
-            others["course_lib"] = "\n".join(normalise((course_root / m).read_text(encoding="utf-8"), names)
-                                             for m, names in refs.items())
+        if task in COURSE_LIB_CODE:
+            module, names = COURSE_LIB_CODE[task]
+            others["course_lib"] = normalise((course_root / "course_lib" / module).read_text(encoding="utf-8"), names)
         solution = _read(course_root / "solutions" / f"{task}.py")
         if solution is not None:
             others["solutions"] = solution

@@ -49,7 +49,8 @@ def _read(*parts: str) -> str:
 
 
 def _course_lib(task: str) -> str:
-    return "\n".join(normalise(_read(m), names) for m, names in COURSE_LIB_CODE[task].items())
+    module, names = COURSE_LIB_CODE[task]
+    return normalise(_read("course_lib", module), names)
 
 
 def _alternative(variant) -> str:
