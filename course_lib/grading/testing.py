@@ -211,7 +211,8 @@ def assert_precision(actual: Any, expected: Any, name: str, dtype: torch.dtype, 
         a = torch.tensor(float(actual), dtype=torch.float64)
     else:
         raise AssertionError(f"{name} should be a number or a tensor, got {describe(actual)}")
-    e = torch.as_tensor(expected).detach().to(torch.float64)
+    e = (expected.detach() if isinstance(expected, torch.Tensor)
+         else torch.as_tensor(expected, dtype=torch.float64)).to(torch.float64)
     if tuple(a.shape) != tuple(e.shape):
         raise AssertionError(f"{name} should have shape {list(e.shape)}, got {list(a.shape)}")
     tol = factor * EPS[dtype] * magnitude

@@ -28,7 +28,9 @@ def clip_contrastive_loss(image_features: torch.Tensor, text_features: torch.Ten
 
     Returns:
         0-dim tensor, differentiable with respect to both feature tensors; finite even for
-        ``logit_scale = 100``.
+        ``logit_scale = 100``. It has the features' dtype and device: float64 features
+        give a float64-accurate loss, and tensors you create (the targets) go on the
+        features' device (``torch.arange(B, device=...)``).
 
     Raises:
         ValueError: the two tensors are not both ``[B, D]`` with the same shape, or B = 0.
@@ -53,6 +55,8 @@ def siglip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit
 
     Returns:
         0-dim tensor, differentiable; finite even when ``labels * logits`` is very negative.
+        As for :func:`clip_contrastive_loss`: the features' dtype and device (build the
+        labels with ``dtype=`` and ``device=`` of the logits).
 
     Raises:
         ValueError: as for :func:`clip_contrastive_loss`.

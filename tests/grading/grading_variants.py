@@ -234,6 +234,23 @@ def clip_contrastive_loss(image_features, text_features, logit_scale):
               "    image_features /= image_features.norm(dim=-1, keepdim=True)\n"
               "    logits = logit_scale * image_features @ text_features.T\n"),),
             catches=("test_inputs_are_not_modified",)),
+    Variant(C, "float32_logits", "computes the logits in float32 and converts them back to the features' dtype",
+            (("logits = logit_scale * image_features @ text_features.T\n",
+              "logits = (logit_scale * image_features.float() @ text_features.float().T).to(image_features.dtype)\n"),),
+            catches=("test_float64_precision",)),
+    Variant(C, "float16_logits", "computes the CLIP logits in float16 (half the memory)",
+            (("logits = logit_scale * image_features @ text_features.T\n",
+              "logits = (logit_scale * image_features.half() @ text_features.half().T).float()\n"),),
+            catches=("test_clip_loss_matches_open_clip",)),
+    Variant(C, "targets_on_the_default_device", "builds the targets with torch.arange(B) (on the CPU, whatever the "
+            "features' device)", (("targets = torch.arange(batch, device=logits.device)", "targets = torch.arange(batch)"),),
+            catches=("test_on_the_inputs_device",)),
+    Variant(C, "siglip_labels_on_the_default_device", "builds the SigLIP labels with torch.eye(B) (CPU, float32)",
+            (("labels = 2 * torch.eye(batch, dtype=logits.dtype, device=logits.device) - 1",
+              "labels = 2 * torch.eye(batch) - 1"),), catches=("test_on_the_inputs_device",)),
+    Variant(C, "accepts_empty_batch", "no check for B = 0 (the mean over no rows is NaN)",
+            (('    if image_features.shape[0] == 0:\n        raise ValueError("empty batch")\n', ""),),
+            catches=("test_empty_batch_is_rejected",)),
     # ---- 2.2 sinkhorn
     Variant(S, "exp_domain", "plain Sinkhorn with exp(-C/reg): 0/0 for small reg", append='''
 def sinkhorn(a, b, cost, reg, num_iters=1000, tol=1e-9):
@@ -784,8 +801,23 @@ def siglip_loss(image_features, text_features, logit_scale, logit_bias):
     _pair(image_features, text_features)
     n = image_features.shape[0]
     logits = logit_scale * (image_features @ text_features.T) + logit_bias
-    signs = torch.where(torch.eye(n, dtype=torch.bool), 1.0, -1.0).to(logits.dtype)
+    signs = torch.where(torch.eye(n, dtype=torch.bool, device=logits.device), 1.0, -1.0).to(logits.dtype)
     return F.softplus(-signs * logits).sum() / n'''),
+    Variant(C, "float64_work", "always computes in float64 (float64 results for float32 features too); targets "
+            "with new_tensor / arange on the features' device", append='''
+def clip_contrastive_loss(image_features, text_features, logit_scale):
+    batch = _check_features(image_features, text_features)
+    logits = torch.as_tensor(logit_scale, dtype=torch.float64) * (image_features.double() @ text_features.double().T)
+    targets = torch.arange(batch, device=image_features.device)
+    return 0.5 * F.cross_entropy(logits, targets) + 0.5 * F.cross_entropy(logits.T, targets)
+
+
+def siglip_loss(image_features, text_features, logit_scale, logit_bias):
+    batch = _check_features(image_features, text_features)
+    logits = torch.as_tensor(logit_scale, dtype=torch.float64) * (image_features.double() @ text_features.double().T)
+    logits = logits + torch.as_tensor(logit_bias, dtype=torch.float64)
+    positive = torch.eye(batch, dtype=torch.bool, device=image_features.device)
+    return (F.softplus(-logits[positive]).sum() + F.softplus(logits[~positive]).sum()) / batch'''),
     Variant(M, "python_loops", "plain Python lists and loops", append='''
 def continual_metrics(acc, random_baseline=None):
     a = torch.as_tensor(acc, dtype=torch.float64)
