@@ -27,7 +27,8 @@ from typing import Iterable
 NOISE = 25  # k: shortest match (characters of normalised code) that counts
 MAX_BYTES = 1_000_000  # larger task files are not compared
 
-# task id -> (course_lib module implementing it, path relative to the course root; its functions/classes)
+COURSE_LIB = Path(__file__).resolve().parents[1]  # the installed course_lib package
+# task id -> (the course_lib module implementing it, relative to COURSE_LIB; its functions/classes)
 COURSE_LIB_CODE: dict[str, tuple[str, tuple[str, ...]]] = {
     "ch1_compression/task1_quantization": ("compression/quantization.py", ("quantize_affine", "dequantize_affine")),
     "ch1_compression/task2_pruning": ("compression/pruning.py", ("magnitude_masks", "apply_masks", "cubic_sparsity")),
@@ -119,7 +120,8 @@ def _read(path: Path) -> str | None:
 def similarity_scores(submissions: dict[str, Path], task_ids: Iterable[str], course_root: Path) -> list[dict]:
     """Every score: ``{"student", "task", "other", "score"}`` with ``other`` one of
     ``"course_lib"``, ``"solutions"`` or a classmate's name (a key of ``submissions``, each a
-    folder laid out like ``exercises/``). Files that cannot be read or parsed are skipped."""
+    folder laid out like ``exercises/``). ``course_root`` holds ``exercises/`` (the stubs) and
+    ``solutions/`` if any. Files that cannot be read or parsed are skipped."""
     course_root = Path(course_root)
     out = []
     for task in task_ids:
@@ -127,7 +129,7 @@ def similarity_scores(submissions: dict[str, Path], task_ids: Iterable[str], cou
         others = {}
         if task in COURSE_LIB_CODE:
             module, names = COURSE_LIB_CODE[task]
-            others["course_lib"] = normalise((course_root / "course_lib" / module).read_text(encoding="utf-8"), names)
+            others["course_lib"] = normalise((COURSE_LIB / module).read_text(encoding="utf-8"), names)
         solution = _read(course_root / "solutions" / f"{task}.py")
         if solution is not None:
             others["solutions"] = solution
