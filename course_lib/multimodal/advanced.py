@@ -16,6 +16,11 @@ Inputs are one pooled feature vector per modality (``x_img [B, Wi]``, ``x_txt [B
 :func:`corrupt` replaces one modality of some samples by noise (a failed sensor) or by
 another sample's features (a mismatched input); training with it teaches the dynamic
 models to notice and down-weight a corrupted modality.
+
+Notebook 2.7's experiments, each reproduced by its seed: :func:`noisy_caption_data` (the two
+imperfect inputs), :func:`normalisation_study`, :func:`dynamic_weighting_study` with
+:func:`gate_under_corruption`, and :func:`loss_variant_study` (:data:`LOSS_VARIANTS`);
+:mod:`~course_lib.multimodal.fusion_studies` runs them over seeds and writes the results files.
 """
 
 from __future__ import annotations
