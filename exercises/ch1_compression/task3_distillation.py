@@ -26,10 +26,12 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 
     Returns:
         0-dim float tensor, differentiable with respect to ``student_logits``; finite even
-        for very large logits (inputs are not modified).
+        for very large logits (inputs are not modified). Computed in the logits' dtype:
+        float64 logits give a float64-accurate loss.
 
     Raises:
-        ValueError: shapes differ or are not 2-D, empty batch, or ``temperature <= 0``.
+        ValueError: shapes differ or are not 2-D, empty batch, or ``temperature`` not a
+        positive number (``<= 0`` or NaN).
 
     Hint: work with ``F.log_softmax`` on both sides; ``log(softmax(...))`` overflows.
     """
@@ -44,10 +46,13 @@ def feature_distillation_loss(student_features: torch.Tensor, teacher_features: 
             student first if the widths differ).
 
     Returns:
-        0-dim float tensor in [0, 2], differentiable; independent of the rows' lengths.
+        0-dim float tensor in [0, 2], differentiable; independent of the rows' lengths;
+        in the features' dtype (float64 features: float64-accurate). A row of zeros has
+        cosine 0 with anything, as ``F.cosine_similarity`` computes it (it divides by
+        ``max(|s| |t|, eps)``), so it contributes 1: the loss is never NaN.
 
     Raises:
-        ValueError: shapes differ or are not 2-D.
+        ValueError: shapes differ or are not 2-D, or the batch is empty.
 
     Hint: ``F.cosine_similarity`` along the feature dimension (the last one).
     """
@@ -69,10 +74,14 @@ def clip_distillation_loss(student_image: torch.Tensor, student_text: torch.Tens
         temperature: ``T > 0``.
 
     Returns:
-        0-dim float tensor, differentiable with respect to the student features.
+        0-dim float tensor, differentiable with respect to the student features; in the
+        features' dtype (float64 features: float64-accurate). A row of zeros stays zero
+        after ``F.normalize`` (which divides by ``max(norm, eps)``), so its similarities
+        are 0 and the loss is never NaN.
 
     Raises:
-        ValueError: batch sizes differ, or image and text widths of one model differ.
+        ValueError: batch sizes differ, image and text widths of one model differ, the
+        batch is empty, or ``temperature`` is not a positive number.
 
     Hint: reuse your :func:`kd_loss`; ``F.normalize(x, dim=-1)`` normalizes rows.
     """

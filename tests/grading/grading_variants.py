@@ -167,6 +167,36 @@ def apply_masks(model, masks):
              ("t_logits = F.normalize(teacher_image, dim=-1) @ F.normalize(teacher_text, dim=-1).T",
               "t_logits = teacher_image @ teacher_text.T")),
             catches=("test_clip_distillation_normalises_features", "test_clip_distillation_matches_reference")),
+    Variant(D, "float32_inside", "computes the log-softmaxes in float32 and converts the loss back to the logits' dtype",
+            (("log_p_student = F.log_softmax(student_logits / t, dim=-1)",
+              "log_p_student = F.log_softmax(student_logits.float() / t, dim=-1)"),
+             ("log_p_teacher = F.log_softmax(teacher_logits / t, dim=-1)",
+              "log_p_teacher = F.log_softmax(teacher_logits.float() / t, dim=-1)"),
+             ("return kl.mean() * t * t", "return (kl.mean() * t * t).to(student_logits.dtype)")),
+            catches=("test_float64_precision[kd_loss]", "test_float64_precision[clip_distillation_loss]")),
+    Variant(D, "feature_cosine_in_float32", "feature loss: cosine of float32 copies of the features",
+            (("F.cosine_similarity(student_features, teacher_features, dim=-1)",
+              "F.cosine_similarity(student_features.float(), teacher_features.float(), dim=-1)"
+              ".to(student_features.dtype)"),), catches=("test_float64_precision[feature_distillation_loss]",)),
+    Variant(D, "feature_bare_norms", "feature loss: dot / (|s| |t|) without eps (NaN for a zero row)",
+            (("(1.0 - F.cosine_similarity(student_features, teacher_features, dim=-1)).mean()",
+              "(1.0 - (student_features * teacher_features).sum(-1) / (student_features.norm(dim=-1) * "
+              "teacher_features.norm(dim=-1))).mean()"),), catches=("test_zero_feature_vectors",)),
+    Variant(D, "clip_bare_norms", "CLIP distillation: x / x.norm() without eps (NaN for a zero row)",
+            (("s_logits = F.normalize(student_image, dim=-1) @ F.normalize(student_text, dim=-1).T",
+              "unit = lambda x: x / x.norm(dim=-1, keepdim=True)  # noqa: E731\n"
+              "    s_logits = unit(student_image) @ unit(student_text).T"),), catches=("test_zero_feature_vectors",)),
+    Variant(D, "temperature_nan_accepted", "checks temperature <= 0 only: NaN slips through",
+            (("    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) \\\n"
+              "            or temperature <= 0:\n", "    if temperature <= 0:\n"),), catches=("test_kd_rejects_bad_input",)),
+    Variant(D, "accepts_empty_batch", "no check for an empty batch (the mean over no rows is NaN)",
+            (('    if a.shape[0] == 0:\n        raise ValueError(f"{names}: empty batch")\n', ""),),
+            catches=("test_empty_batch_is_rejected",)),
+    Variant(D, "clip_without_checks", "CLIP distillation without its shape checks",
+            (('        raise ValueError("all four feature tensors must have the same batch size")\n',
+              '        pass\n'),
+             ('        raise ValueError("image and text features of the same model must have the same dimension")\n',
+              '        pass\n')), catches=("test_feature_and_clip_losses_reject_bad_input",)),
     # ---- 1.4 batching
     Variant(B, "deadline_inclusive", "a request arriving exactly at the deadline opens a new batch (>= instead of >)",
             (("if current and t > times[current[0]] + max_wait:", "if current and t >= times[current[0]] + max_wait:"),),
@@ -780,6 +810,24 @@ def clip_distillation_loss(student_image, student_text, teacher_image, teacher_t
     s = unit(student_image) @ unit(student_text).T
     t = unit(teacher_image) @ unit(teacher_text).T
     return 0.5 * (kd_loss(s, t, temperature) + kd_loss(s.T.contiguous(), t.T.contiguous(), temperature))'''),
+    Variant(D, "kl_div_in_float64", "F.kl_div(batchmean, log_target) on float64 copies (float64 results for float32 "
+            "inputs too); cosine written out with clamped norms", append='''
+def kd_loss(student_logits, teacher_logits, temperature):
+    if not (isinstance(temperature, (int, float)) and 0 < temperature < float("inf")):
+        raise ValueError("temperature must be a positive number")
+    if student_logits.dim() != 2 or student_logits.shape != teacher_logits.shape or len(student_logits) == 0:
+        raise ValueError("logits must be two non-empty [B, C] tensors of one shape")
+    s = F.log_softmax(student_logits.double() / temperature, dim=1)
+    t = F.log_softmax(teacher_logits.double() / temperature, dim=1)
+    return F.kl_div(s, t, reduction="batchmean", log_target=True) * temperature ** 2
+
+
+def feature_distillation_loss(student_features, teacher_features):
+    if student_features.dim() != 2 or student_features.shape != teacher_features.shape or len(student_features) == 0:
+        raise ValueError("features must be two non-empty [B, D] tensors of one shape")
+    s, t = student_features.double(), teacher_features.double()
+    cos = (s * t).sum(1) / (s.norm(dim=1) * t.norm(dim=1)).clamp_min(1e-8)
+    return (1 - cos).mean()'''),
     Variant(C, "diagonal_of_log_softmax", "row and column log-softmax by logsumexp, positives read off the diagonal; "
             "SigLIP with softplus", append='''
 def _pair(image_features, text_features):
