@@ -15,6 +15,7 @@ assertion's message, or what the submission raised, never a full traceback of th
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 from typing import Any, Callable
@@ -60,7 +61,7 @@ def failure_message(excinfo: Any) -> str:
             text = text.split("\nassert ", 1)[0]
         text = text or "assertion failed"
     elif type(exc).__name__ == "SubmissionError":
-        text = str(exc)
+        text = re.sub(r"^\w+ \((a check that calls your code)\)", r"\1", str(exc))  # no helper names
         head, sep, where = text.partition("\n  where (most recent call last):\n")
         if getattr(exc, "type_name", "") == "NotImplementedError" or " raised NotImplementedError" in head:
             text = head + "\n(not implemented yet: replace the `raise NotImplementedError` of the stub)"
