@@ -34,6 +34,7 @@ import atexit
 import functools
 import importlib.util
 import os
+import select
 import shutil
 import signal
 import socket
@@ -170,7 +171,7 @@ def bwrap_command(bwrap: str, limits: Limits, fd: int) -> list[str]:
         cmd += ["--tmpfs", str(path), "--remount-ro", str(path)]
     cmd += ["--ro-bind", str(_worker_package()), "/grader", "--chdir", "/tmp", "--clearenv"]
     env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1",
-           "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1", "CUDA_VISIBLE_DEVICES": ""}
+           "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1", "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""}
     for key, value in env.items():
         cmd += ["--setenv", key, value]
     return cmd + ["--", *_python_command(fd, "/grader")]
@@ -324,19 +325,40 @@ class _OutputSink(threading.Thread):
         super().__init__(daemon=True)
         self.fd = fd
         self.tail = bytearray()
+        self.lock = threading.Lock()
+        self.closed = False
 
-    def run(self) -> None:
-        try:
-            while chunk := os.read(self.fd, 1 << 16):
+    def drain(self, wait: float) -> bool:
+        """Read what is available (waiting at most ``wait`` s for the first byte); False at EOF."""
+        with self.lock:
+            if self.closed:
+                return False
+            for _ in range(64):  # bounded: a flooding worker cannot hold the caller here
+                if not select.select([self.fd], [], [], wait)[0]:
+                    break
+                chunk = os.read(self.fd, 1 << 16)
+                if not chunk:
+                    os.close(self.fd)
+                    self.closed = True
+                    return False
                 self.tail += chunk
                 if len(self.tail) > 2 * OUTPUT_TAIL_BYTES:
                     del self.tail[:-OUTPUT_TAIL_BYTES]
+                wait = 0
+            return True
+
+    def run(self) -> None:
+        try:
+            while self.drain(0.1):
+                pass
         except OSError:
             pass
-        finally:
-            os.close(self.fd)
 
     def text(self) -> str:
+        try:
+            self.drain(0)  # what the worker printed before its last answer is in the pipe already
+        except OSError:
+            pass
         return bytes(self.tail[-OUTPUT_TAIL_BYTES:]).decode("utf-8", errors="replace")
 
 
@@ -403,7 +425,7 @@ class Sandbox:
             self._scratch = tempfile.mkdtemp(prefix="course-worker-")
             cmd, cwd = _python_command(fd, str(Path(__file__).resolve().parents[2])), self._scratch
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self._scratch, "TMPDIR": self._scratch,
-                   "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1", "CUDA_VISIBLE_DEVICES": ""}
+                   "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""}
         self._cgroup = cgroup = TaskCgroup(self.limits)
         limits, base = self.limits, (0 if os.geteuid() == 0 else _own_thread_count())
 

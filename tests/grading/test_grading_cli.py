@@ -50,7 +50,7 @@ def test_console_script_writes_json_and_csv(tmp_path):
     assert set(data) == {"score", "max_score", "tasks"}
     assert [t["task"] for t in data["tasks"]] == [METRICS, BATCHING]
     for task in data["tasks"]:
-        assert set(task) == {"task", "score", "max_score", "tests"}
+        assert set(task) == {"task", "score", "max_score", "note", "tests"}
         assert task["score"] == task["max_score"] == sum(t["points"] for t in task["tests"])
         for test in task["tests"]:
             assert set(test) == {"name", "passed", "points", "message"}
