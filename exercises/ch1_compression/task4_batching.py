@@ -27,10 +27,11 @@ def schedule_batches(arrival_times: Sequence[float], max_batch_size: int,
     at the end is dispatched by its timer.
 
     Args:
-        arrival_times: nondecreasing times (seconds), possibly repeated; may be empty.
-        max_batch_size: int >= 1.
-        max_wait: seconds >= 0 (0: dispatch at once, but requests arriving at the same
-            instant still share a batch).
+        arrival_times: nondecreasing times (seconds, e.g. Unix timestamps: keep them as
+            Python floats, float32 cannot hold them), possibly repeated; may be empty.
+        max_batch_size: an int >= 1.
+        max_wait: seconds, a finite number >= 0 (0: dispatch at once, but requests arriving
+            at the same instant still share a batch).
 
     Returns:
         ``[(indices, dispatch_time), ...]`` in dispatch order; ``indices`` is a list of
@@ -38,7 +39,8 @@ def schedule_batches(arrival_times: Sequence[float], max_batch_size: int,
         batch.
 
     Raises:
-        ValueError: decreasing arrival times, ``max_batch_size < 1``, ``max_wait < 0``.
+        ValueError: decreasing arrival times, ``max_batch_size`` not an int ``>= 1``
+        (TypeError is accepted for a non-int), ``max_wait < 0`` or not finite (NaN).
 
     Hint: one pass over the requests suffices: before adding request ``i``, ask whether
     the open batch's timer expired strictly before ``arrival_times[i]``.
@@ -64,7 +66,8 @@ def request_latencies(arrival_times: Sequence[float], batches: Sequence[tuple[Se
         A list of floats, one per request, in request order (index ``i`` -> request ``i``).
 
     Raises:
-        ValueError: a request missing from the batches or appearing twice, or an empty batch.
+        ValueError: a request missing from the batches or appearing twice, an index that is
+        not a request (outside ``0 .. len(arrival_times) - 1``), or an empty batch.
 
     Hint: keep the time at which the worker becomes free; fill a list indexed by request.
     """

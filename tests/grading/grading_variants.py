@@ -229,6 +229,19 @@ _request_latencies = request_latencies
 def request_latencies(arrival_times, batches, service_time):
     lat = _request_latencies(arrival_times, batches, service_time)
     return [lat[i] for indices, _ in batches for i in indices]''', catches=("test_latencies_are_in_request_order",)),
+    Variant(B, "float32_times", "keeps the times in a float32 tensor (torch.tensor's default dtype)",
+            (("    times = [float(t) for t in arrival_times]\n",
+              "    times = torch.tensor([float(t) for t in arrival_times], dtype=torch.float32).tolist()\n"),
+             ("import math\n", "import math\n\nimport torch\n")), catches=("test_unix_timestamps",)),
+    Variant(B, "nan_wait_accepted", "checks max_wait < 0 only: NaN passes (and no batch ever times out)",
+            (("    if not (isinstance(max_wait, (int, float)) and math.isfinite(max_wait) and max_wait >= 0):\n",
+              "    if max_wait < 0:\n"),), catches=("test_schedule_rejects_bad_input",)),
+    Variant(B, "fractional_batch_size_accepted", "checks max_batch_size < 1 only: 2.5 passes (no batch ever fills)",
+            (("    if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:\n",
+              "    if max_batch_size < 1:\n"),), catches=("test_schedule_rejects_bad_input",)),
+    Variant(B, "empty_batch_accepted", "serves an empty batch (service_time(0)) instead of rejecting it",
+            (('        if len(indices) == 0:\n            raise ValueError("a batch is empty")\n', ""),),
+            catches=("test_latencies_reject_inconsistent_batches",)),
     # ---- 2.1 contrastive
     Variant(C, "one_direction", "uses the image->text cross-entropy only",
             (("return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2",
@@ -567,7 +580,8 @@ import heapq
 
 
 def schedule_batches(arrival_times, max_batch_size, max_wait):
-    if max_batch_size < 1 or max_wait < 0 or any(b < a for a, b in zip(arrival_times, arrival_times[1:])):
+    if not isinstance(max_batch_size, int) or max_batch_size < 1 or not 0 <= max_wait < float("inf") \\
+            or any(b < a for a, b in zip(arrival_times, arrival_times[1:])):
         raise ValueError("bad arguments")
     events = [(t, 0, i) for i, t in enumerate(arrival_times)]  # kind 0 = arrival (before timers at equal times)
     heapq.heapify(events)

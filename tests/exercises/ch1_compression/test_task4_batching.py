@@ -5,6 +5,13 @@ advances to the next arrival or the open batch's deadline). All times are dyadic
 (multiples of 1/64), so every sum and comparison is exact in floating point and any
 correct way of comparing times gives the same schedule. ``service_time`` travels to the
 submission as data (a table or an affine function) and is rebuilt there by trusted code.
+
+Tolerances: none; schedules and latencies are compared exactly. Every time is a multiple of
+1/64 and needs at most 38 significant bits, so Python floats (float64) hold every time,
+sum and difference exactly, whatever the order of operations. One test uses Unix
+timestamps (about 1.7e9 s, in steps of 1/64 s): float64 still holds them exactly, float32
+(24 bits: steps of 128 s at that size) cannot, so converting the times to a float32 tensor
+fails there.
 """
 
 import random
@@ -133,6 +140,9 @@ def test_schedule_rejects_bad_input(impl):
     expect_error(impl.schedule_batches, [0.0, 2.0, 1.0], 2, 1.0, what="decreasing arrival times")
     expect_error(impl.schedule_batches, [0.0, 1.0], 0, 1.0, what="max_batch_size = 0")
     expect_error(impl.schedule_batches, [0.0, 1.0], 2, -1.0, what="max_wait < 0")
+    expect_error(impl.schedule_batches, [0.0, 1.0], 2.5, 1.0, errors=("ValueError", "TypeError"),
+                 what="max_batch_size = 2.5 (a batch holds a whole number of requests)")
+    expect_error(impl.schedule_batches, [0.0, 1.0], 2, float("nan"), what="max_wait = nan")
 
 
 def _lat(impl, arrivals, batches, spec):
@@ -216,3 +226,23 @@ def test_latencies_reject_inconsistent_batches(impl):
     expect_error(impl.request_latencies, [0.0, 1.0], [([0], 1.0)], spec, what="a request that is in no batch")
     expect_error(impl.request_latencies, [0.0, 1.0], [([0, 1], 1.0), ([1], 2.0)], spec,
                  what="a request that is in two batches")
+    expect_error(impl.request_latencies, [0.0, 1.0], [([0, 1], 1.0), ([], 2.0)], spec, what="an empty batch")
+    expect_error(impl.request_latencies, [0.0, 1.0], [([0, 1, 2], 1.0)], spec,
+                 what="request index 2 with only 2 requests")
+
+
+@pytest.mark.points(1)
+def test_unix_timestamps(impl):
+    rng = random.Random(1700)
+    gaps = [rng.choice([0, 1, 3, 8, 20]) / 64 for _ in range(30)]
+    arrivals = [1_700_000_000.0 + sum(gaps[: k + 1]) for k in range(30)]
+    _check_schedule(impl, arrivals, 4, 10 / 64,
+                    hint="times are Unix timestamps here (1.7e9 s in steps of 1/64 s): keep them as Python floats "
+                         "(float64); a float32 tensor rounds them to multiples of 128 s")
+    batches = _simulate(arrivals, 4, 10 / 64)
+    spec, fn = _affine(1 / 64, 1 / 128)
+    got = _lat(impl, arrivals, batches, spec)
+    expected = _latencies_ref(arrivals, batches, fn)
+    assert got == expected, (
+        f"latencies for Unix-timestamp arrivals should be {expected[:4]}..., got {got[:4]}...: keep times as Python "
+        "floats (float64); float32 cannot hold 1.7e9 + 1/64")
