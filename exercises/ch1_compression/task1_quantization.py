@@ -42,7 +42,8 @@ def quantize_affine(
         ``[x.shape[axis]]`` per channel. The input ``x`` is not modified.
 
     Raises:
-        ValueError: ``x`` contains NaN/inf or is empty; ``num_bits`` outside 2..16.
+        ValueError: ``x`` contains NaN/inf or is empty (no range to map); ``num_bits`` is
+            not an int in 2..16.
         IndexError: ``axis`` is out of range for ``x`` (ValueError is accepted too).
 
     Hint: reduce with ``amax``/``amin`` over every dimension except ``axis``, then reshape
@@ -65,7 +66,8 @@ def dequantize_affine(
         float32 tensor with the shape of ``q``.
 
     Raises:
-        ValueError: the shapes of ``scale``/``zero_point`` do not fit ``q`` and ``axis``.
+        ValueError: the shapes of ``scale``/``zero_point`` do not fit ``q`` and ``axis``
+            (one of each for ``axis=None``; ``[q.shape[axis]]`` per channel).
 
     Hint: subtract in floating point (integer ``q - zero_point`` can overflow int8/uint8).
     """

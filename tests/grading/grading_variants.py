@@ -85,6 +85,29 @@ BUGS: list[Variant] = [
             (("q = torch.clamp(torch.round(xf / s) + z, qmin, qmax).to(torch.int32)",
               "q = torch.clamp(torch.round(xf.div_(s)) + z, qmin, qmax).to(torch.int32)"),),
             catches=("test_inputs_are_not_modified",)),
+    Variant(Q, "float16_inside", "computes the statistics and q in float16 (half the memory)",
+            (("xf = x.detach().to(torch.float32)", "xf = x.detach().to(torch.float16)"),),
+            catches=("test_per_tensor_matches_torch_quantize_per_tensor", "test_other_bit_widths")),
+    Variant(Q, "ignores_num_bits", "always quantizes to 8 bits, whatever num_bits says",
+            (("    qmin, qmax = _qrange(num_bits, symmetric)\n", "    qmin, qmax = _qrange(8, symmetric)\n"),),
+            catches=("test_other_bit_widths",)),
+    Variant(Q, "num_bits_unchecked", "no range check on num_bits (1 bit gives qmax = 0 and a division by zero)",
+            (("    if isinstance(num_bits, bool) or not isinstance(num_bits, int) or not 2 <= num_bits <= 16:\n",
+              "    if False:\n"),), catches=("test_num_bits_out_of_range_is_rejected",)),
+    Variant(Q, "accepts_empty", "no check for an empty x (amax of nothing fails with a RuntimeError)",
+            (('    if x.numel() == 0:\n        raise ValueError("x is empty")\n', ""),),
+            catches=("test_empty_input_is_rejected",)),
+    Variant(Q, "dequantize_broadcasts", "dequantize without shape checks: parameters broadcast silently or fail "
+            "inside torch", append='''
+def dequantize_affine(q, scale, zero_point, axis=None):
+    scale = torch.as_tensor(scale, dtype=torch.float32)
+    zero_point = torch.as_tensor(zero_point).to(torch.float32)
+    if axis is None:
+        return (q.to(torch.float32) - zero_point) * scale
+    shape = [1] * q.dim()
+    shape[axis] = -1
+    return (q.to(torch.float32) - zero_point.reshape(shape)) * scale.reshape(shape)''',
+            catches=("test_dequantize_rejects_mismatched_parameters",)),
     # ---- 1.2 pruning
     Variant(P, "per_layer", "prunes amount of each layer separately instead of globally", append='''
 def global_magnitude_masks(model, amount):

@@ -3,8 +3,16 @@
 References: hand-worked values with exact (power-of-two) scales, ``torch.quantize_per_tensor``
 and ``torch.quantize_per_channel`` (where their conventions meet the contract: symmetric
 8-bit fits qint8, asymmetric 8-bit is quint8), and the contract's formula for other bit
-widths. torch multiplies by ``1/scale`` where the contract divides, so values within 1e-3
-of a rounding tie may differ by one step; every other value must match exactly.
+widths.
+
+Tolerances: the contract fixes the dtypes (q and zero_point int32, scale float32) and
+says the work is done in float32. A scale is one float32 division (max / qmax), so it is
+compared to the float64 formula with a relative tolerance of 2e-6 (16 float32 units:
+room for statistics taken in float64 and rounded once); float16 work (eps 1e-3) fails.
+q is checked against the contract's formula applied to the submission's own scale and
+zero_point: exact, except that values within 1e-3 of a rounding tie may differ by one
+step (torch's quantize_per_tensor multiplies by 1/scale where the contract divides).
+Dequantized values are one float32 subtraction and product: compared exactly.
 """
 
 import pytest
@@ -283,6 +291,38 @@ def test_bad_input_is_rejected(impl):
     bad = x.clone()
     bad[1, 2] = float("nan")
     expect_error(impl.quantize_affine, bad, errors=("ValueError",), what="quantize_affine(x containing NaN)")
+    bad[1, 2] = float("inf")
+    expect_error(impl.quantize_affine, bad, errors=("ValueError",), what="quantize_affine(x containing inf)")
+
+
+@pytest.mark.points(1)
+def test_num_bits_out_of_range_is_rejected(impl):
+    x = _rand((3, 4), 12)
+    for bits in (2, 16):  # valid calls first
+        _quantize(impl, x, num_bits=bits)
+    for bits in (1, 0, 17, 32):
+        for symmetric in (True, False):
+            expect_error(impl.quantize_affine, x, num_bits=bits, symmetric=symmetric, errors=("ValueError",),
+                         what=f"quantize_affine(x, num_bits={bits}, symmetric={symmetric}) (num_bits must be 2..16)")
+
+
+@pytest.mark.points(1)
+def test_empty_input_is_rejected(impl):
+    _quantize(impl, _rand((3, 4), 13), axis=0)  # valid call first
+    expect_error(impl.quantize_affine, torch.zeros(0), errors=("ValueError",),
+                 what="quantize_affine of an empty tensor (it has no range to map)")
+    expect_error(impl.quantize_affine, torch.zeros(3, 0), axis=0, errors=("ValueError",),
+                 what="quantize_affine(x of shape [3, 0], axis=0) (every channel is empty)")
+
+
+@pytest.mark.points(1)
+def test_dequantize_rejects_mismatched_parameters(impl):
+    q = torch.randint(0, 256, (4, 3), generator=torch.Generator().manual_seed(14), dtype=torch.int32)
+    impl.dequantize_affine(q, torch.tensor([0.5, 0.25, 1.0]), torch.tensor([0, 1, 2], dtype=torch.int32), axis=1)
+    expect_error(impl.dequantize_affine, q, torch.tensor([0.5, 0.25, 1.0]), torch.tensor([0, 1, 2], dtype=torch.int32),
+                 axis=0, what="dequantize_affine with 3 scales for the 4 channels along axis 0")
+    expect_error(impl.dequantize_affine, q, torch.tensor([0.5, 0.25, 1.0]), torch.tensor(0, dtype=torch.int32),
+                 what="per-tensor dequantize_affine (axis=None) with 3 scales")
 
 
 @pytest.mark.points(1)
