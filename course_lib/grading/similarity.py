@@ -8,13 +8,14 @@ For each submitted task file, :func:`similarity_scores` measures its similarity 
 Method (MOSS-like, with the maintained ``copydetect`` package): each file is parsed and
 printed back by :mod:`ast` (formatting, comments and quotes vanish), docstrings are dropped
 and numbers become 0; copydetect's tokenizer then replaces names with ``V``/``F``/``O`` and
-strings with ``S``, and fingerprints the result by winnowing k-grams. Fingerprints of the
-task's stub (signatures the course hands out) are ignored. ``score(A, B)`` is the fraction of
+strings with ``S``, and fingerprints the result by winnowing k-grams. Imports, functions still
+raising ``NotImplementedError`` and the fingerprints of the task's stub (the signatures the
+course hands out) are ignored. ``score(A, B)`` is the fraction of
 A's fingerprinted code found in B (0 to 1). Measured on the 12 tasks
 (tests/grading/test_similarity.py): copies of the solution or of course_lib disguised by
 renaming, reordering, reformatting, new constants, comments and a dead statement in every
-function score 0.88-1.0; the independent correct implementations of grading_variants.py
-score 0.0-0.47 against both. The default threshold, 0.7, lies between.
+function score 0.94-1.0; the 18 independent correct implementations of grading_variants.py
+score 0.0-0.49 against both. The default threshold, 0.7, lies between.
 """
 
 from __future__ import annotations
@@ -52,14 +53,21 @@ class _Normaliser(ast.NodeTransformer):
             return ast.copy_location(ast.Constant(0), node)
         return node
 
-    def _body(self, node: ast.AST) -> ast.AST:
+    def _body(self, node: ast.AST) -> ast.AST | None:
         self.generic_visit(node)
         body = node.body
         if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
                 and isinstance(body[0].value.value, str):
             node.body = body[1:] or [ast.Pass()]
+        if isinstance(node, ast.FunctionDef) and isinstance(node.body[-1], ast.Raise) \
+                and "NotImplementedError" in ast.unparse(node.body[-1]):
+            return None  # a stub left as handed out
         return node
 
+    def visit_Import(self, node: ast.AST) -> None:
+        return None  # imports are shared by everyone
+
+    visit_ImportFrom = visit_Import
     visit_Module = visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = _body
 
 
@@ -81,7 +89,8 @@ def _with_helpers(tree: ast.Module, names: Iterable[str]) -> ast.Module:
 
 
 def normalise(source: str, names: Iterable[str] | None = None) -> str:
-    """Source printed back by ast without docstrings, with numbers set to 0 (see module docstring);
+    """Source printed back by ast without docstrings, imports and untouched stub functions, with
+    numbers set to 0 (see the module docstring);
     with ``names``, only those top-level definitions and the helpers they call. Raises SyntaxError."""
     tree = ast.parse(source)
     if names is not None:
