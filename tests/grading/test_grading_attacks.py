@@ -196,8 +196,11 @@ def _normal_user_prefix() -> list[str] | None:
                   "mount -t tmpfs -o mode=755 tmpfs /root && " + " && ".join(
                       f"mkdir -p {p} && mount --bind /tmp/.course-pyview/{p.relative_to('/root')} {p}"
                       for p in sorted({Path('/root') / q.relative_to('/root').parts[0] for q in hidden})) + " && ")
-    return ["unshare", "-m", "--propagation", "private", "sh", "-c",
-            script + 'exec setpriv --reuid 65534 --regid 65534 --clear-groups "$@"', "sh"]
+    prefix = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+              script + 'exec setpriv --reuid 65534 --regid 65534 --clear-groups "$@"', "sh"]
+    needed = [sys.executable, str(ROOT / "tests" / "exercises" / "conftest.py"), str(ROOT / "course_lib" / "__init__.py")]
+    probe = subprocess.run([*prefix, "sh", "-c", " && ".join(f"test -r '{p}'" for p in needed)], capture_output=True)
+    return prefix if probe.returncode == 0 else None
 
 
 def _grade(klass: Path, out: Path, tmp: Path, as_user: bool) -> tuple[subprocess.CompletedProcess, dict, str]:
@@ -218,7 +221,8 @@ def _grade(klass: Path, out: Path, tmp: Path, as_user: bool) -> tuple[subprocess
 def attack_run(request, tmp_path_factory):
     as_user = request.param == "normal_user"
     if as_user and _normal_user_prefix() is None:
-        pytest.skip("needs root to prepare a normal-user run (unshare + setpriv)")
+        pytest.skip("needs root to prepare a normal-user run (unshare + setpriv), and the course and its "
+                    "interpreter readable by uid 65534")
     if not as_user and os.geteuid() != 0:
         pytest.skip("the root run needs root")
     base = Path(tempfile.mkdtemp(prefix=f"attack-{request.param}-"))  # pytest's own tmp is private to root
