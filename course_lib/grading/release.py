@@ -178,11 +178,11 @@ def write_handout(out: Path, root: Path | None = None, force: bool = False) -> d
     modules, counts = {}, {}
     for task in TASKS:
         src = root / "tests" / "exercises" / task.test_file
-        text = src.read_text(encoding="utf-8")
         try:
+            text = src.read_text(encoding="utf-8")
             modules[task.test_file] = public_module(text, PUBLIC_TESTS[task.id], WITHHELD.get(task.id, ()))
-        except (KeyError, ReleaseError) as exc:
-            raise ReleaseError(f"{src}: no public tests chosen or {exc} (PUBLIC_TESTS in {__name__})") from None
+        except (KeyError, OSError, ReleaseError) as exc:
+            raise ReleaseError(f"{src}: {exc} (see PUBLIC_TESTS and WITHHELD in {__name__})") from None
         counts[task.id] = [len(PUBLIC_TESTS[task.id]), len(graded_tests(text))]
     out = _prepare_out(Path(out), root, force)
     skipped: list[str] = []
