@@ -19,7 +19,10 @@ def global_magnitude_masks(model: nn.Module, amount: float) -> dict[str, torch.T
     biases, not norm layers, not Embedding or Conv1d). Across all of them *together*,
     mask out the ``round(amount * total)`` entries with the smallest ``|w|`` (``total`` =
     number of such weights; Python's ``round``). Layers therefore end up with different
-    sparsities: that is the point of *global* pruning.
+    sparsities: that is the point of *global* pruning. Exactly that many, also when
+    several weights share the threshold magnitude (e.g. the zeros of a model pruned
+    before): which of the tied ones go is up to you. Magnitudes are compared as stored
+    (a float64 model is ranked in float64).
 
     Args:
         model: any module; it is not modified.
@@ -28,7 +31,7 @@ def global_magnitude_masks(model: nn.Module, amount: float) -> dict[str, torch.T
     Returns:
         ``{name: mask}`` with one entry per pruned weight, ``name`` as in
         ``model.named_parameters()`` (e.g. ``"features.conv1.weight"``); ``mask`` is a
-        bool tensor with the weight's shape, ``True`` = keep, ``False`` = pruned.
+        bool tensor with the weight's shape and device, ``True`` = keep, ``False`` = pruned.
 
     Raises:
         ValueError: ``amount`` outside [0, 1].
@@ -77,7 +80,8 @@ def cubic_sparsity(step: int, begin_step: int, end_step: int, initial_sparsity: 
         The target sparsity at ``step``, a Python float.
 
     Raises:
-        ValueError: ``end_step <= begin_step`` or a sparsity outside [0, 1].
+        ValueError: ``end_step <= begin_step``, or ``initial_sparsity`` or
+        ``final_sparsity`` outside [0, 1].
 
     Hint: handle the two outside cases first; at ``begin_step`` the formula gives ``s_i``
     and at ``end_step`` it gives ``s_f``, so the pieces join up.

@@ -155,6 +155,30 @@ def apply_masks(model, masks):
     Variant(P, "cubic_extrapolates", "keeps applying the formula after end_step",
             (("    if step >= end_step:\n        return float(final_sparsity)\n", ""),),
             catches=("test_cubic_outside_the_window",)),
+    Variant(P, "kthvalue_threshold", "threshold from kthvalue, mask |w| > t: every weight tied at the threshold is pruned", append='''
+def global_magnitude_masks(model, amount):
+    if not (0 <= amount <= 1):
+        raise ValueError("amount must be in [0, 1]")
+    weights = _prunable_weights(model)
+    flat = torch.cat([p.detach().abs().flatten() for _, p in weights])
+    k = round(amount * flat.numel())
+    if k == 0:
+        return {n: torch.ones_like(p, dtype=torch.bool) for n, p in weights}
+    threshold = flat.kthvalue(k).values
+    return {n: p.detach().abs() > threshold for n, p in weights}''', catches=("test_ties_at_the_threshold",)),
+    Variant(P, "ranks_in_float32", "ranks float32 copies of the magnitudes (ties appear in a float64 model)",
+            (("scores = torch.cat([p.detach().abs().flatten() for _, p in weights])",
+              "scores = torch.cat([p.detach().abs().flatten().float() for _, p in weights])"),),
+            catches=("test_float64_model_is_ranked_in_float64",)),
+    Variant(P, "masks_on_the_default_device", "builds the mask with torch.ones(n) (on the CPU, whatever the weights' "
+            "device)", (("keep = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)",
+                         "keep = torch.ones(scores.numel(), dtype=torch.bool)"),),
+            catches=("test_masks_on_the_weights_device",)),
+    Variant(P, "cubic_checks_final_only", "checks final_sparsity only (and end == begin, not end < begin)",
+            (('    if end_step <= begin_step:\n', '    if end_step == begin_step:\n'),
+             ('    for name, value in (("initial_sparsity", initial_sparsity), ("final_sparsity", final_sparsity)):\n',
+              '    for name, value in (("final_sparsity", final_sparsity),):\n')),
+            catches=("test_cubic_rejects_bad_windows",)),
     # ---- 1.3 distillation
     Variant(D, "reverse_kl", "KL(student || teacher) instead of KL(teacher || student)",
             (("kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=-1)",
@@ -587,17 +611,20 @@ def quantize_affine(x, num_bits=8, symmetric=True, axis=None):
     q = torch.round(x.float() * (1.0 / s)) + z
     q = torch.minimum(torch.maximum(q, torch.tensor(float(qmin))), torch.tensor(float(qmax)))
     return q.to(torch.int32), scale, zp'''),
-    Variant(P, "kthvalue_threshold", "threshold from kthvalue; masks with a comparison", append='''
+    Variant(P, "stable_sort", "a stable argsort of all magnitudes; masks split back with torch.split", append='''
 def global_magnitude_masks(model, amount):
-    if not (0 <= amount <= 1):
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0 <= amount <= 1:
         raise ValueError("amount must be in [0, 1]")
-    weights = _prunable_weights(model)
-    flat = torch.cat([p.detach().abs().flatten() for _, p in weights])
+    weights = [(n, m.weight) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    names = {id(p): n for n, p in model.named_parameters()}
+    if not weights:
+        return {}
+    flat = torch.cat([w.detach().abs().reshape(-1) for _, w in weights])
     k = round(amount * flat.numel())
-    if k == 0:
-        return {n: torch.ones_like(p, dtype=torch.bool) for n, p in weights}
-    threshold = flat.kthvalue(k).values
-    return {n: p.detach().abs() > threshold for n, p in weights}'''),
+    keep = torch.ones_like(flat, dtype=torch.bool)
+    keep[torch.argsort(flat, stable=True)[:k]] = False
+    parts = torch.split(keep, [w.numel() for _, w in weights])
+    return {names[id(w)]: part.reshape(w.shape) for (_, w), part in zip(weights, parts)}'''),
     Variant(B, "event_loop", "an explicit event loop with a heap of timers", append='''
 import heapq
 

@@ -4,6 +4,14 @@ References: a hand-worked two-layer model, ``torch.nn.utils.prune.global_unstruc
 with ``L1Unstructured`` (it also prunes ``round(amount * total)`` weights), and the
 schedule's closed form from Zhu & Gupta (2017). Models travel to the submission as an
 architecture name plus a state_dict (course_lib.grading.modelspec) and come back as state.
+
+Tolerances: masks are compared exactly. Magnitudes are ranked exactly as stored: a
+float64 model whose weights differ only beyond float32's 24 bits must be ranked in
+float64. Where several weights tie at the threshold, the contract still prunes exactly
+round(amount * total) of them; which of the tied ones is free, so tie tests check the
+count and that no pruned |w| exceeds a kept one. Masks live on the weights' device
+(checked with PyTorch's "meta" device, which stands in for a GPU). The schedule is a
+closed form in Python floats: compared to 1e-9 (1e-12 outside the window).
 """
 
 import copy
@@ -14,7 +22,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from course_lib.grading import modelspec
-from course_lib.grading.testing import as_float, as_tensor, assert_close, expect_error
+from course_lib.grading.testing import as_float, as_tensor, assert_close, assert_on_input_device, expect_error
 
 TASK = "ch1_compression/task2_pruning"
 
@@ -233,3 +241,75 @@ def test_cubic_rejects_bad_windows(impl):
                  what="cubic_sparsity with end_step == begin_step")
     expect_error(impl.cubic_sparsity, 5, 0, 10, 0.0, 1.5, errors=("ValueError",),
                  what="cubic_sparsity with final_sparsity = 1.5")
+    expect_error(impl.cubic_sparsity, 5, 10, 0, 0.0, 0.5, errors=("ValueError",),
+                 what="cubic_sparsity with end_step < begin_step")
+    expect_error(impl.cubic_sparsity, 5, 0, 10, -0.2, 0.5, errors=("ValueError",),
+                 what="cubic_sparsity with initial_sparsity = -0.2")
+
+
+
+def _check_tied_masks(masks, model: nn.Module, amount: float, what: str) -> None:
+    """Exactly round(amount * total) weights pruned, none of them larger than a kept one."""
+    weights = {f"{n}.weight": m.weight.detach() for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+    assert isinstance(masks, dict) and set(masks) == set(weights), (
+        f"{what}: the keys should be {sorted(weights)}, got {sorted(masks) if isinstance(masks, dict) else masks!r}")
+    total = sum(w.numel() for w in weights.values())
+    pruned, kept = [], []
+    for name, w in weights.items():
+        mask = as_tensor(masks[name], f"mask {name!r}", shape=w.shape, dtype=torch.bool)
+        pruned.append(w.abs()[~mask])
+        kept.append(w.abs()[mask])
+    pruned, kept = torch.cat(pruned), torch.cat(kept)
+    expected = round(amount * total)
+    assert pruned.numel() == expected, (
+        f"{what}: {pruned.numel()} of {total} weights are pruned, expected exactly round({amount} * {total}) = "
+        f"{expected}. Several weights have the same |w| at the threshold: prune just enough of them (a comparison "
+        "with the k-th smallest value, |w| > t or |w| >= t, prunes all or none of the tied weights)")
+    if pruned.numel() and kept.numel():
+        assert float(pruned.max()) <= float(kept.min()), (
+            f"{what}: a pruned weight (|w| = {float(pruned.max()):.4g}) is larger than a kept one "
+            f"(|w| = {float(kept.min()):.4g}); prune the smallest magnitudes")
+
+
+@pytest.mark.points(2)
+def test_ties_at_the_threshold(impl):
+    g = torch.Generator().manual_seed(11)
+    sizes = [4, 6, 3]
+    model = _model("mlp", seed=11, sizes=sizes)
+    with torch.no_grad():  # magnitudes from {0.1, 0.2, 0.3, 0.4}: 42 weights, about 10 per value
+        for p in (model[0].weight, model[2].weight):
+            levels = torch.randint(1, 5, p.shape, generator=g) * 0.1
+            signs = torch.where(torch.rand(p.shape, generator=g) < 0.5, -1.0, 1.0)
+            p.copy_(levels * signs)
+    remote = _remote(impl, "mlp", model, sizes=sizes)
+    for amount in (0.5, 0.3):
+        _check_tied_masks(impl.global_magnitude_masks(remote, amount), model, amount,
+                          f"global_magnitude_masks(model, {amount}) with tied magnitudes")
+    with torch.no_grad():  # a model pruned before: its zeros tie
+        model[0].weight.mul_(torch.rand(model[0].weight.shape, generator=g) > 0.6)
+    remote = _remote(impl, "mlp", model, sizes=sizes)
+    _check_tied_masks(impl.global_magnitude_masks(remote, 0.3), model, 0.3,
+                      "global_magnitude_masks(model, 0.3) of a model whose zeros outnumber round(0.3 * total)")
+
+
+@pytest.mark.points(1)
+def test_float64_model_is_ranked_in_float64(impl):
+    sizes = [5, 4, 3]
+    model = _model("mlp", seed=12, sizes=sizes).double()
+    g = torch.Generator().manual_seed(12)
+    with torch.no_grad():  # 0.5 + k * 1e-12 with k = 0..31 once each: distinct in float64, all 0.5 in float32
+        offsets = torch.randperm(32, generator=g).double() * 1e-12
+        for p, k in ((model[0].weight, offsets[:20]), (model[2].weight, offsets[20:])):
+            p.copy_((0.5 + k.reshape(p.shape)) * torch.where(torch.rand(p.shape, generator=g) < 0.5, -1.0, 1.0).double())
+    remote = impl.helper("build_model", "mlp", {"sizes": sizes}, model.state_dict(), torch.float64)
+    amount = 0.4
+    masks = impl.global_magnitude_masks(remote, amount)
+    _check_masks(masks, _torch_masks(model, amount), f"global_magnitude_masks(float64 model, {amount})")
+
+
+@pytest.mark.points(1)
+def test_masks_on_the_weights_device(impl):
+    model = _model("prune_mixed", seed=13)
+    remote = _remote(impl, "prune_mixed", model)
+    _check_masks(impl.global_magnitude_masks(remote, 0.5), _torch_masks(model, 0.5), "global_magnitude_masks(model, 0.5)")
+    assert_on_input_device(impl, "global_magnitude_masks", "global_magnitude_masks", [remote, 0.5])
