@@ -182,7 +182,7 @@ def write_handout(out: Path, root: Path | None = None, force: bool = False) -> d
             text = src.read_text(encoding="utf-8")
             modules[task.test_file] = public_module(text, PUBLIC_TESTS[task.id], WITHHELD.get(task.id, ()))
         except (KeyError, OSError, ReleaseError) as exc:
-            raise ReleaseError(f"{src}: {exc} (see PUBLIC_TESTS and WITHHELD in course_lib/grading/release.py)") from None
+            raise ReleaseError(f"{src}: {exc} (see PUBLIC_TESTS, WITHHELD in course_lib/grading/release.py)") from None
         counts[task.id] = [len(PUBLIC_TESTS[task.id]), len(graded_tests(text))]
     out = _prepare_out(Path(out), root, force)
     skipped: list[str] = []
