@@ -56,7 +56,8 @@ def _course_lib(task: str) -> str:
 def _alternative(variant) -> str:
     """An alternative on its own: the stub's imports plus the alternative's code."""
     stub = _read("exercises", f"{variant.task}.py")
-    return "\n".join(line for line in stub.splitlines() if line.startswith(("import ", "from "))) + "\n" + variant.append
+    imports = [line for line in stub.splitlines() if line.startswith(("import ", "from "))]
+    return "\n".join(imports) + "\n" + variant.append
 
 
 def test_every_task_names_course_lib_code_that_exists():
