@@ -36,7 +36,12 @@ class CrossModalAttention(nn.Module):
         four modules; no other parameters).
 
     Raises:
-        ValueError: ``dim`` is not a multiple of ``num_heads``.
+        ValueError: ``dim`` or ``num_heads`` is not positive, or ``dim`` is not a multiple
+        of ``num_heads``.
+
+    The module works in the dtype and on the device of its parameters and inputs (after
+    ``.double()``, in float64; anything you create in ``forward``, such as a mask, goes on
+    the inputs' device).
     """
 
     def __init__(self, dim: int, num_heads: int):

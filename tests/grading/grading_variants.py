@@ -457,6 +457,16 @@ def sinkhorn(a, b, cost, reg, num_iters=1000, tol=1e-9):
               "            weights = scores.softmax(dim=-1) * context_mask[:, None, None, :]\n"
               "        else:\n            weights = scores.softmax(dim=-1)\n"),),
             catches=("test_context_mask", "test_attention_weights")),
+    Variant(A, "float32_softmax", "takes the softmax in float32 (as mixed-precision code does) and converts back",
+            (("weights = scores.softmax(dim=-1)", "weights = scores.float().softmax(dim=-1).to(scores.dtype)"),),
+            catches=("test_float64_module",)),
+    Variant(A, "additive_mask_on_the_default_device", "builds an additive -inf mask with torch.zeros (CPU, float32)",
+            (('            scores = scores.masked_fill(~context_mask[:, None, None, :], float("-inf"))\n',
+              '            bias = torch.zeros(context_mask.shape).masked_fill(~context_mask, float("-inf"))\n'
+              '            scores = scores + bias[:, None, None, :]\n'),), catches=("test_on_the_inputs_device",)),
+    Variant(A, "num_heads_unchecked", "checks only dim % num_heads (num_heads = 0 divides by zero)",
+            (("if dim <= 0 or num_heads <= 0 or dim % num_heads != 0:", "if dim % num_heads != 0:"),),
+            catches=("test_bad_arguments_are_rejected",)),
     # ---- 3.1 replay
     Variant(RB, "off_by_one", "draws the slot from {0..t-1} instead of {0..t}",
             (("torch.randint(0, self._seen + 1, (1,), generator=self._generator)",
@@ -746,6 +756,29 @@ def _sdpa_forward(self, query, context, context_mask=None, return_weights=False)
 
 
 CrossModalAttention.forward = _sdpa_forward'''),
+    Variant(A, "einsum_and_additive_mask", "einsum over named axes, an additive mask made with new_zeros, "
+            "weights averaged with einsum", append='''
+def _einsum_forward(self, query, context, context_mask=None, return_weights=False):
+    if query.dim() != 3 or context.dim() != 3 or query.shape[0] != context.shape[0] \\
+            or query.shape[2] != self.dim or context.shape[2] != self.dim:
+        raise ValueError("shapes do not fit")
+    b, lq, _ = query.shape
+    lc, h, hd = context.shape[1], self.num_heads, self.head_dim
+    q = self.q_proj(query).reshape(b, lq, h, hd)
+    k = self.k_proj(context).reshape(b, lc, h, hd)
+    v = self.v_proj(context).reshape(b, lc, h, hd)
+    scores = torch.einsum("bqhd,bkhd->bhqk", q, k) * hd ** -0.5
+    if context_mask is not None:
+        if context_mask.shape != (b, lc) or context_mask.dtype != torch.bool:
+            raise ValueError("bad mask")
+        bias = scores.new_zeros(b, lc).masked_fill(~context_mask, float("-inf"))
+        scores = scores + bias[:, None, None, :]
+    weights = torch.softmax(scores, dim=-1)
+    out = self.out_proj(torch.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, lq, self.dim))
+    return (out, torch.einsum("bhqk->bqk", weights) / h) if return_weights else out
+
+
+CrossModalAttention.forward = _einsum_forward'''),
     Variant(RB, "random_keys", "keeps the capacity items with the smallest random keys (numpy RNG)", append='''
 import numpy as np
 

@@ -3,13 +3,28 @@
 Reference: ``torch.nn.MultiheadAttention(dim, num_heads, batch_first=True)`` with random
 weights and biases, copied into the submitted module as a state_dict (``in_proj_weight``
 split into q, k, v). The module lives in the worker; the tests drive it through a handle.
+
+Tolerances: float32 outputs and weights are compared with the float32 reference to 1e-5
+absolute plus 1e-4 relative. Both sides round each of ~D = 16 products of unit-size
+numbers in float32 (eps 1.2e-7), so they differ by about 1e-6: the tolerance leaves room
+for any order of operations and for float64 work, while float16 (eps 1e-3) fails. A module
+converted with ``.double()`` must compute in float64: its output is compared with the
+float64 reference to 64 * eps * D (2e-13), so a softmax done in float32 fails. Padded
+positions must get exactly zero attention (below 1e-7).
 """
 
 import pytest
 import torch
 from torch import nn
 
-from course_lib.grading.testing import as_tensor, assert_close, assert_not_mutated, expect_error
+from course_lib.grading.testing import (
+    as_tensor,
+    assert_close,
+    assert_not_mutated,
+    assert_on_input_device,
+    assert_precision,
+    expect_error,
+)
 
 TASK = "ch2_multimodal/task4_cross_attention"
 
@@ -150,6 +165,7 @@ def test_gradients_reach_every_projection(impl):
 def test_bad_arguments_are_rejected(impl):
     impl.CrossModalAttention(12, 4)  # valid construction first
     expect_error(impl.CrossModalAttention, 10, 3, what="CrossModalAttention(10, 3) (10 is not a multiple of 3)")
+    expect_error(impl.CrossModalAttention, 12, 0, what="CrossModalAttention(12, 0) (no heads)")
     attn, _ = _module(impl, 8, 2, seed=70)
     q, c = _inputs(2, 3, 4, 8, seed=71)
     expect_error(attn, q, c[:1], what="query with batch 2 and context with batch 1")
@@ -164,3 +180,25 @@ def test_inputs_are_not_modified(impl):
     out = attn(q, c, mask)
     assert_not_mutated(impl, "CrossModalAttention.forward")
     assert_close(out, _ref(mha, q, c, mask)[0], "output", atol=1e-5, rtol=1e-4, show=False)
+
+
+@pytest.mark.points(1)
+def test_float64_module(impl):
+    attn, mha = _module(impl, 16, 4, seed=90)
+    attn = attn.call_method("double")
+    q, c = (x.double() for x in _inputs(2, 3, 5, 16, seed=91))
+    mask = torch.tensor([[True, True, False, True, True], [True, True, True, True, False]])
+    result = attn(q, c, mask, return_weights=True)
+    assert isinstance(result, tuple) and len(result) == 2, "with return_weights=True, forward returns (output, weights)"
+    ref_out, ref_w = _ref(mha.double(), q, c, mask)
+    assert_precision(result[0], ref_out, "output of the module after .double(), for float64 inputs", torch.float64, 16)
+    assert_precision(result[1], ref_w, "attention weights after .double(), for float64 inputs", torch.float64, 16)
+
+
+@pytest.mark.points(1)
+def test_on_the_inputs_device(impl):
+    attn, mha = _module(impl, 8, 2, seed=92)
+    q, c = _inputs(2, 3, 4, 8, seed=93)
+    mask = torch.tensor([[True, False, True, True], [True, True, True, False]])
+    assert_close(attn(q, c, mask), _ref(mha, q, c, mask)[0], "output", atol=1e-5, rtol=1e-4, show=False)
+    assert_on_input_device(impl, "CrossModalAttention.forward", attn, [q, c, mask], {"return_weights": True})
