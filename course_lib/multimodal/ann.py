@@ -27,6 +27,7 @@ figures beside its own.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
@@ -336,6 +337,38 @@ def fastest_per_family(points: Sequence[AnnPoint], target: float = 0.95) -> dict
         if p.kind != "flat" and p.recall >= target and (p.kind not in best or p.qps > best[p.kind].qps):
             best[p.kind] = p
     return best
+
+
+def family_summary(points: Sequence[AnnPoint], size: int, target: float = 0.95) -> list[dict[str, Any]]:
+    """One row per approximate index kind, for a selection table: the fastest operating point
+    with recall >= ``target`` (``None`` if no knob value reached it), the best recall any knob
+    reached, bytes per vector of a gallery of ``size`` vectors, and the build time (s)."""
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    fastest = fastest_per_family(points, target)
+    rows = []
+    for kind in dict.fromkeys(p.kind for p in points if p.kind != "flat"):
+        mine = [p for p in points if p.kind == kind]
+        rows.append({"kind": kind, "at_target": fastest.get(kind), "best_recall": max(p.recall for p in mine),
+                     "bytes_per_vector": mine[0].memory_mb * 1e6 / size, "build_s": mine[0].build_s})
+    return rows
+
+
+def compare_at_recall(points: Sequence[AnnPoint], target: float = 0.95):
+    """:func:`~course_lib.conclusions.compare` of the two index kinds that are fastest at
+    recall >= ``target`` (each at its fastest such knob), on the QPS of every timed repeat;
+    ``None`` when fewer than two kinds reach ``target``."""
+    from ..conclusions import compare
+
+    best = fastest_per_family(points, target)
+    if len(best) < 2:
+        return None
+    c = compare({p.label: list(p.qps_runs) or [p.qps] for p in best.values()}, higher_is_better=True, digits=0,
+                unit=" QPS", what=f"at recall@10 >= {target:g}")
+    # the series are timed repeats of one search, not training seeds: say so in the sentence
+    sentence = c.sentence.replace(" seeds each)", " timed repeats each)").replace("spread over seeds",
+                                                                                  "spread over timed repeats")
+    return dataclasses.replace(c, sentence=sentence)
 
 
 def real_embeddings(model: torch.nn.Module, tokenizer: Callable, n_images: int, n_queries: int,

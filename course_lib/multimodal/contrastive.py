@@ -110,6 +110,34 @@ def make_contrastive_data(model: torch.nn.Module, tokenizer: Any, batch: Any) ->
                            list(batch.captions), scene_keys(batch), tokenizer(batch.negatives))
 
 
+def lit_data(model: torch.nn.Module, tokenizer: Any, n_train: int, n_test: int = 500) -> tuple[ContrastiveData, ContrastiveData]:
+    """The LiT data of notebook 2.1: ``n_train`` ShapeWorld training scenes (half with one
+    object, half with 1-3) and ``n_test`` held-out 1-3 object scenes, as
+    :class:`ContrastiveData` (locked image features, caption and hard-negative tokens)."""
+    from ..data import ShapeWorldConfig, generate, split_seed
+
+    if n_train < 2 or n_test < 2:
+        raise ValueError(f"need at least 2 training and 2 test scenes, got {n_train} and {n_test}")
+    one = make_contrastive_data(model, tokenizer, generate(n_train // 2, split_seed("train", 3), ShapeWorldConfig()))
+    multi = make_contrastive_data(model, tokenizer, generate(n_train - n_train // 2, split_seed("train", 4),
+                                                             ShapeWorldConfig(max_objects=3)))
+    train = ContrastiveData(torch.cat([one.image_features, multi.image_features]),
+                            torch.cat([one.token_ids, multi.token_ids]), one.captions + multi.captions,
+                            one.keys + multi.keys, torch.cat([one.negative_ids, multi.negative_ids]))
+    test = make_contrastive_data(model, tokenizer, generate(n_test, split_seed("test", 3), ShapeWorldConfig(max_objects=3)))
+    return train, test
+
+
+def clip_reference_diagnostics(model: torch.nn.Module, tokenizer: Any, n_test: int = 500) -> dict[str, float]:
+    """:func:`~course_lib.multimodal.losses.embedding_diagnostics` of a whole CLIP on the
+    held-out scenes of :func:`lit_data` (the reference a LiT run is read against)."""
+    from ..data import ShapeWorldConfig, generate, split_seed
+    from ..models import encode_images, encode_texts
+
+    batch = generate(n_test, split_seed("test", 3), ShapeWorldConfig(max_objects=3))
+    return embedding_diagnostics(encode_images(model, batch.images), encode_texts(model, tokenizer, batch.captions))
+
+
 @torch.no_grad()
 def evaluate_dual_encoder(model: LockedImageDualEncoder, data: ContrastiveData) -> dict[str, float]:
     """R@1/R@5 in the three directions, the hard-negative matching accuracy (true caption

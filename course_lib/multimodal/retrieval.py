@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 import faiss
@@ -158,14 +158,37 @@ def relevance_matrix(query_keys: Sequence[str], gallery_keys: Sequence[str]) -> 
     return q[:, None] == g[None, :]
 
 
+def chance_recall(num_relevant: torch.Tensor | np.ndarray, gallery_size: int, k: int) -> float:
+    """Expected recall@k of a random ranking: mean over queries of
+    ``1 - C(G - r, k) / C(G, k)`` (``r`` relevant items among ``G``).
+
+    Args:
+        num_relevant: int ``[Q]``, relevant gallery items per query (each in ``[0, G]``).
+        gallery_size: ``G``, the ranked items per query.
+        k: cut-off, ``1 <= k <= G``.
+    """
+    r = np.asarray(num_relevant, dtype=np.float64).reshape(-1)
+    if r.size == 0:
+        raise ValueError("no queries")
+    check_k(k, gallery_size, "gallery")
+    if (r < 0).any() or (r > gallery_size).any():
+        raise ValueError(f"relevant counts must be in [0, {gallery_size}]")
+    miss = np.ones_like(r)
+    for i in range(k):
+        miss *= np.clip((gallery_size - r - i) / (gallery_size - i), 0.0, None)
+    return float((1.0 - miss).mean())
+
+
 @dataclass
 class RetrievalReport:
-    """Recall@K and mAP of one retrieval direction."""
+    """Recall@K and mAP of one retrieval direction, and recall@K of a random ranking
+    on the same queries and relevance (``chance``)."""
 
     direction: str
     recall: dict[int, float]
     map: float
     num_queries: int
+    chance: dict[int, float] = field(default_factory=dict)
 
     def as_row(self) -> dict[str, Any]:
         row: dict[str, Any] = {"direction": self.direction, "queries": self.num_queries}
@@ -211,8 +234,37 @@ def evaluate_directions(
         has_rel = rel.any(dim=1)
         sim_q, rel_q = sim[has_rel], rel[has_rel]
         rec = recall_at_ks(sim_q.clamp_min(-2.0), rel_q, ks)  # -inf (self) -> -2: ranked last
-        reports.append(RetrievalReport(name, rec, mean_average_precision(sim_q, rel_q), int(has_rel.sum())))
+        ranked = n - 1 if name == "image->image" else n
+        chance = {k: chance_recall(rel_q.sum(dim=1), ranked, k) for k in ks}
+        reports.append(RetrievalReport(name, rec, mean_average_precision(sim_q, rel_q), int(has_rel.sum()), chance))
     return reports
+
+
+def top1_misses(image_emb: torch.Tensor, text_emb: torch.Tensor, captions: Sequence[str],
+                image_keys: Sequence[str]) -> dict[str, float]:
+    """What text->image search gets wrong at rank 1.
+
+    Caption ``i`` queries the images; its top-1 image ``j`` is a *miss* when image ``j``'s
+    caption differs from caption ``i``. A miss holds the *same objects* when image ``j`` has
+    image ``i``'s scene key (:func:`scene_keys`: the same colour-shape objects), i.e. it differs
+    only in sizes, positions or the relation the caption states.
+
+    Returns:
+        ``{"queries", "misses", "same_objects", "share_same_objects"}`` (the share is of the
+        misses; 0 when there is none).
+    """
+    image_emb = check_matrix(as_tensor(image_emb, "image_emb"), "image_emb")
+    text_emb = check_matrix(as_tensor(text_emb, "text_emb"), "text_emb")
+    check_same_dim(image_emb, text_emb, "image_emb", "text_emb")
+    n = image_emb.shape[0]
+    if text_emb.shape[0] != n or len(captions) != n or len(image_keys) != n:
+        raise ValueError(f"need N paired items: {n} images, {text_emb.shape[0]} texts, "
+                         f"{len(captions)} captions, {len(image_keys)} keys")
+    top = (F.normalize(text_emb.float(), dim=1) @ F.normalize(image_emb.float(), dim=1).T).argmax(dim=1).tolist()
+    misses = [(i, j) for i, j in enumerate(top) if captions[j] != captions[i]]
+    same = sum(image_keys[j] == image_keys[i] for i, j in misses)
+    return {"queries": n, "misses": len(misses), "same_objects": same,
+            "share_same_objects": same / len(misses) if misses else 0.0}
 
 
 def evaluate_retrieval(
@@ -423,9 +475,9 @@ def search_widget(retriever: Retriever, k: int = 8, initial: str = "a red circle
             except (KeyError, ValueError) as exc:
                 print(f"cannot search: {exc}")
                 return
-            fig, axes = plt.subplots(1, len(ids), figsize=(1.3 * len(ids), 1.7), dpi=72)
+            fig, axes = plt.subplots(1, len(ids), figsize=(1.6 * len(ids), 2.2), dpi=72)  # ~80 px thumbnails
             for ax, s, i in zip(np.atleast_1d(axes), scores, ids):
-                ax.imshow(retriever.images[i])
+                ax.imshow(retriever.images[i], interpolation="nearest")
                 ax.set_title(f"{s:.2f}", fontsize=8)
                 ax.axis("off")
             fig.suptitle(text, fontsize=9)

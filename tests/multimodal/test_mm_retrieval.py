@@ -177,3 +177,52 @@ def test_retriever_and_widget(tiny_clip, scenes):
     widget.children[0].value = "a bogus word"  # re-renders without raising
     with pytest.raises(ValueError, match="empty"):
         Retriever(model, tok, scenes.images[:0])
+
+
+def test_chance_recall_is_the_hypergeometric_hit_probability():
+    from math import comb
+
+    from course_lib.multimodal.retrieval import chance_recall
+
+    # one relevant item among 10, top 3: 3/10; two relevant: 1 - C(8,3)/C(10,3)
+    assert chance_recall([1], 10, 3) == pytest.approx(0.3)
+    assert chance_recall([2], 10, 3) == pytest.approx(1 - comb(8, 3) / comb(10, 3))
+    assert chance_recall([1, 2], 10, 3) == pytest.approx((0.3 + 1 - comb(8, 3) / comb(10, 3)) / 2)
+    assert chance_recall([0], 10, 3) == 0.0 and chance_recall([10], 10, 1) == 1.0
+    # a Monte-Carlo check of a random ranking
+    rng = np.random.default_rng(0)
+    hits = np.mean([(rng.permutation(20)[:4] < 3).any() for _ in range(20_000)])
+    assert chance_recall([3], 20, 4) == pytest.approx(hits, abs=0.01)
+    with pytest.raises(ValueError):
+        chance_recall([11], 10, 3)
+    with pytest.raises(ValueError):
+        chance_recall([1], 10, 11)
+    with pytest.raises(ValueError):
+        chance_recall([], 10, 1)
+
+
+def test_reports_carry_chance_on_their_own_queries():
+    captions = ["x", "y", "x", "z"]
+    emb = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [1.0, 0, 0], [0, 0, 1.0]])
+    by_dir = {r.direction: r for r in evaluate_directions(emb, emb, captions, captions, ks=(1, 2))}
+    # text->image: queries x, y, x, z have 2, 1, 2, 1 relevant images among 4
+    assert by_dir["text->image"].chance[1] == pytest.approx((2 + 1 + 2 + 1) / 4 / 4)
+    # image->image: the two "x" queries have one relevant among the 3 others
+    assert by_dir["image->image"].chance[1] == pytest.approx(1 / 3)
+    assert by_dir["image->image"].chance[2] == pytest.approx(2 / 3)
+
+
+def test_top1_misses_counts_same_object_confusions():
+    from course_lib.multimodal.retrieval import top1_misses
+
+    captions = ["a red circle left of a blue square", "a red circle right of a blue square", "a green cross"]
+    keys = ["blue square|red circle", "blue square|red circle", "green cross"]
+    img = torch.tensor([[1.0, 0, 0], [0.9, 0.1, 0], [0, 0, 1.0]])
+    txt = torch.tensor([[1.0, 0, 0], [1.0, 0.05, 0], [0, 0, 1.0]])  # caption 1 lands on image 0: a same-object miss
+    out = top1_misses(img, txt, captions, keys)
+    assert out == {"queries": 3, "misses": 1, "same_objects": 1, "share_same_objects": 1.0}
+    keys_differ = ["blue square|red circle", "green square|red circle", "green cross"]
+    assert top1_misses(img, txt, captions, keys_differ)["same_objects"] == 0
+    assert top1_misses(img, img, captions, keys)["misses"] == 0
+    with pytest.raises(ValueError, match="paired"):
+        top1_misses(img, txt[:2], captions, keys)
