@@ -13,7 +13,8 @@ Sections (``--only`` picks some; all by default):
 * ``selection``: the measured selection guide (:mod:`.selection`): every strategy that fits
   each memory budget (``--budgets``), per scenario, over the protocol's seeds.
 * ``guard``: the online learner on a drifting stream with and without its replay + EWC
-  guard (prequential accuracy when the original digits return), over ``--seeds`` streams.
+  guard (prequential accuracy of each phase and of its first 100 items), over ``--seeds``
+  streams (:func:`.online.guard_trial`).
 
 The profile (``--profile`` or ``COURSE_PROFILE``) picks the protocol; ``--seeds``,
 ``--iterations`` and ``--hidden`` override it. ``--write-results`` also writes each
@@ -122,7 +123,7 @@ def bench_clip(out: dict, seeds: tuple[int, ...] = (0, 1, 2)) -> None:
                                       ("old48", "old classes % (48-way)")]))
     for key, what in (("new", "new-concept accuracy"), ("old", "old-class accuracy (24-way)"), ("old48", "old-class accuracy (48-way)")):
         trained = {m: v[key] for m, v in res.values.items() if m != "original"}
-        print(f"* {compare(trained, digits=1, unit='%', what=what).sentence}")
+        print(f"* {compare(trained, digits=1, what=what + ' %').sentence}")
     out["clip"] = {"steps": steps, "trainable": trainable, **sizes, "batch_size": 64, "values": res.values,
                    "wise_alphas": res.wise_alphas, "train_seconds": res.seconds}
 
@@ -145,40 +146,20 @@ def bench_selection(proto, out: dict, budgets: tuple[int, ...], workers: int = 1
                         "measured": measured}
 
 
-def guard_trial(seed: int, phases, every: int = 16) -> dict[str, np.ndarray]:
-    """Prequential correctness on one drifting stream (``seed``: stream and initialisation),
-    with the service's guard (replay + online EWC) and without (plain online fine-tuning)."""
-    from .client import drift_stream
-    from .online import OnlineConfig, prequential_run
-
-    stream = drift_stream(phases, seed=seed)
-    configs = {"replay + EWC guard": OnlineConfig(min_batch=every, steps_per_update=20, seed=seed),
-               "plain fine-tuning": OnlineConfig(min_batch=every, steps_per_update=20, replay_batch=0, ewc_lambda=0.0,
-                                                 seed=seed)}
-    with tempfile.TemporaryDirectory() as tmp:
-        runs = {name: prequential_run(stream.x, stream.y, cfg, f"{tmp}/{k}", every) for k, (name, cfg) in enumerate(configs.items())}
-    return {"phase": stream.phase, **runs}
-
-
-def guard_figures(trial: dict[str, np.ndarray], head: int = 100) -> dict[str, dict[str, float]]:
-    """Per method: prequential accuracy (%) of the last phase (the original digits returning)
-    and of its first ``head`` items."""
-    last = trial["phase"] == trial["phase"].max()
-    return {name: {"return_phase": 100 * float(c[last].mean()), "return_first": 100 * float(c[last][:head].mean())}
-            for name, c in trial.items() if name != "phase"}
-
-
 def bench_guard(out: dict, seeds: tuple[int, ...]) -> None:
     from ..conclusions import compare
 
     phases = course_config.pick(quick=(("none", 500), ("mirror", 500), ("none", 250)),
                                 full=(("none", 2000), ("mirror", 2000), ("none", 1000)))
+    from .online import guard_figures, guard_trial
+
     per_seed = [guard_figures(guard_trial(s, phases)) for s in seeds]
     figures = {name: {key: [f[name][key] for f in per_seed] for key in per_seed[0][name]} for name in per_seed[0]}
     print(f"\n## Online learner on a drifting stream {[p for p in phases]}, {len(seeds)} streams\n")
-    for key, what in (("return_phase", "accuracy when the original digits return"),
-                      ("return_first", "accuracy on the first 100 items after they return")):
-        print(f"* {compare({n: v[key] for n, v in figures.items()}, digits=1, unit='%', what=what).sentence}")
+    for k, (kind, _) in enumerate(phases):
+        for key, what in ((f"phase{k}", f"phase {k} ({kind}) prequential accuracy"),
+                          (f"phase{k}_first", f"phase {k} ({kind}), its first 100 items")):
+            print(f"* {compare({n: v[key] for n, v in figures.items()}, digits=1, what=what + ' %').sentence}")
     out["guard"] = {"phases": [list(p) for p in phases], "every": 16, "steps_per_update": 20, "figures": figures}
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -252,13 +252,72 @@ def ordering_verdicts(results: Iterable[ContinualResult], kind: str, digits: int
     out = []
     for worse, better in zip(order, order[1:]):
         c = compare({better: seed_values(results, kind, better), worse: seed_values(results, kind, worse)},
-                    digits=digits, unit="%", what="final average accuracy")
+                    digits=digits, what="final average accuracy %")
         if not c.distinguishable:
             verdict = "not distinguishable"
         else:
             verdict = "as in the paper" if c.winner.name == better else "reversed"
         out.append({"worse": worse, "better": better, "verdict": verdict, "sentence": c.sentence, "comparison": c})
     return out
+
+
+def versus_values(values: Mapping[str, Mapping[str, Sequence[float]]], baseline: str, keys: Sequence[str],
+                  digits: int = 1, higher_is_better: bool = True) -> list[dict]:
+    """Each method against ``baseline`` on each figure, with the spread over seeds.
+
+    Args:
+        values: ``{method: {key: [one value per seed]}}``; a method may lack a key.
+        baseline: the method the others are compared with.
+        keys: the figures (table columns).
+
+    Returns one row per method other than ``baseline``: ``{"method": name, key: cell, ...,
+    key + "_comparison": Comparison | None}``; a cell reads ``"+2.8 (more than the spread)"``,
+    ``"+0.4 (inside the spread)"`` or ``"n/a"``; the sign is method minus baseline of the means.
+
+    Raises:
+        KeyError: ``baseline`` not in ``values``.
+    """
+    from ..conclusions import compare
+
+    if baseline not in values:
+        raise KeyError(f"baseline {baseline!r} not among {list(values)}")
+    rows = []
+    for name, figs in values.items():
+        if name == baseline:
+            continue
+        row: dict = {"method": name}
+        for key in keys:
+            if key not in figs or key not in values[baseline]:
+                row[key], row[key + "_comparison"] = "n/a", None
+                continue
+            mine, base = list(figs[key]), list(values[baseline][key])
+            c = compare({name: mine, baseline: base}, higher_is_better=higher_is_better, digits=digits)
+            row[key] = (f"{float(np.mean(mine) - np.mean(base)):+.{digits}f} "
+                        f"({'more than' if c.distinguishable else 'inside'} the spread)")
+            row[key + "_comparison"] = c
+        rows.append(row)
+    return rows
+
+
+def versus_rows(results: Iterable[ContinualResult], baseline: str = "finetune", names: Sequence[str] | None = None,
+                kinds: Sequence[str] = ("task", "domain", "class"), key: str = "average_accuracy",
+                digits: int = 1) -> list[dict]:
+    """Each strategy against ``baseline`` in each scenario (:func:`versus_values` on ``key``,
+    in %): rows ``{"strategy": name, kind: cell, kind + "_comparison": Comparison | None}``."""
+    results = list(results)
+    present = list(dict.fromkeys(r.strategy for r in results))
+    names = [n for n in (names or present) if n != baseline]
+    values: dict[str, dict[str, list[float]]] = {}
+    for name in [baseline, *names]:
+        for kind in kinds:
+            try:
+                values.setdefault(name, {})[kind] = seed_values(results, kind, name, key)
+            except KeyError:
+                continue
+    rows = versus_values(values, baseline, kinds, digits)
+    for row in rows:
+        row["strategy"] = row.pop("method")
+    return [{"strategy": r["strategy"], **{k: v for k, v in r.items() if k != "strategy"}} for r in rows]
 
 
 def ordering_check(rows: list[dict], kind: str) -> list[tuple[str, str, float, float, bool]]:

@@ -372,3 +372,45 @@ def prequential_run(x: np.ndarray, y: np.ndarray, config: OnlineConfig, data_dir
         learner.update_once()
     learner.store.close()
     return np.array(correct, dtype=bool)
+
+
+#: the two learners of :func:`guard_trial`: the service's defaults, and plain online fine-tuning
+GUARD_CONFIGS: dict[str, dict] = {"replay + EWC guard": {}, "plain fine-tuning": {"replay_batch": 0, "ewc_lambda": 0.0}}
+
+
+def guard_trial(seed: int, phases, every: int = 16, steps_per_update: int = 20) -> dict[str, np.ndarray]:
+    """One drifting stream (:func:`~course_lib.continual.client.drift_stream` with ``seed``),
+    learned in-process by :func:`prequential_run` twice: with the service's guard (replay +
+    online EWC, the :class:`OnlineConfig` defaults) and as plain online fine-tuning
+    (``replay_batch=0, ewc_lambda=0``); ``seed`` also seeds both learners.
+
+    Returns ``{"phase": int [n], "replay + EWC guard": bool [n], "plain fine-tuning": bool [n]}``.
+    """
+    import tempfile
+
+    from .client import drift_stream
+
+    stream = drift_stream(phases, seed=seed)
+    out: dict[str, np.ndarray] = {"phase": stream.phase}
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, (name, overrides) in enumerate(GUARD_CONFIGS.items()):
+            cfg = OnlineConfig(min_batch=every, steps_per_update=steps_per_update, seed=seed, **overrides)
+            out[name] = prequential_run(stream.x, stream.y, cfg, Path(tmp) / str(k), every)
+    return out
+
+
+def guard_figures(trial: dict[str, np.ndarray], head: int = 100) -> dict[str, dict[str, float]]:
+    """Per learner of a :func:`guard_trial`: prequential accuracy (%) of each phase ``k``
+    (key ``"phase<k>"``) and of its first ``head`` items (``"phase<k>_first"``)."""
+    phase = np.asarray(trial["phase"])
+    figs: dict[str, dict[str, float]] = {}
+    for name, correct in trial.items():
+        if name == "phase":
+            continue
+        c = np.asarray(correct, dtype=float)
+        figs[name] = {}
+        for k in np.unique(phase):
+            sel = c[phase == k]
+            figs[name][f"phase{int(k)}"] = 100 * float(sel.mean())
+            figs[name][f"phase{int(k)}_first"] = 100 * float(sel[:head].mean())
+    return figs

@@ -50,6 +50,7 @@ def plot_average_accuracy(curves: dict[str, np.ndarray | Sequence[np.ndarray]], 
         line, = ax.plot(x, c.mean(0), marker="o", ms=3, label=name)
         if len(c) > 1:
             ax.fill_between(x, c.min(0), c.max(0), color=line.get_color(), alpha=0.15)
+    ax.set_xticks(x)
     ax.set_xlabel("tasks learned")
     ax.set_ylabel("avg accuracy so far (%)")
     ax.set_ylim(0, 102)

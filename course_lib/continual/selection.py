@@ -38,8 +38,8 @@ from .experiments import Protocol, applicable, protocol, run_many
 from .metrics import continual_metrics
 from .strategies import ContinualResult
 
-__all__ = ["NO_MEMORY", "REPLAY", "SELECTION_COLUMNS", "Selection", "candidate_label", "run_selection",
-           "selection_rows", "memory_label", "describe_protocol"]
+__all__ = ["NO_MEMORY", "REPLAY", "SELECTION_COLUMNS", "SETTING_COLUMNS", "Selection", "candidate_label", "run_selection",
+           "selection_rows", "memory_label", "describe_protocol", "measured_from_results", "setting_rows"]
 
 #: strategies that keep no raw examples (EWC keeps 2 x #params floats, LwF a frozen copy,
 #: progressive networks a frozen column per task)
@@ -158,6 +158,25 @@ def run_selection(kinds: Sequence[str] = ("task", "domain", "class"), budgets: S
     return Selection(proto, _budgets(budgets), runs)
 
 
+def measured_from_results(results: Sequence[ContinualResult], buffer: int) -> dict:
+    """:meth:`Selection.measured` from a strategy grid (:func:`~course_lib.continual.experiments.run_grid`)
+    whose replay strategies kept ``buffer`` examples: the same rows for budgets 0, ``buffer``
+    and all past data."""
+    out: dict = {}
+    for r in results:
+        kind = r.scenario.split("/")[-1]
+        name = r.strategy
+        memory: int | str = ALL if name == "joint" else buffer if name in REPLAY else 0
+        label = candidate_label(name, buffer)
+        m = continual_metrics(r.acc, r.baseline)
+        entry = out.setdefault(kind, {}).setdefault(label, {"memory": memory, "seeds": [], "average_accuracy": [],
+                                                             "forgetting": [], "bwt": []})
+        entry["seeds"].append(int(r.seed))
+        for key in ("average_accuracy", "forgetting", "bwt"):
+            entry[key].append(round(100 * m[key], 4))
+    return out
+
+
 def _memory_value(memory: int | str) -> float:
     return math.inf if memory == ALL else float(memory)
 
@@ -223,4 +242,56 @@ def selection_rows(measured: Mapping[str, Mapping[str, Mapping]], conditions: st
             row["note"] = _note(kind, best.name, conditions)
             previous = (best.name, pool[best.name])
             rows.append(row)
+    return rows
+
+
+#: columns of :func:`setting_rows`
+SETTING_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("setting", "setting"), ("criterion", "criterion"), ("best", "best (mean ± std %)"),
+    ("tied", "not distinguishable from the best"), ("note", "holds under"),
+)
+
+
+def _best_and_tied(values: Mapping[str, Sequence[float]]) -> tuple[str, list[str]]:
+    ranked = rank(values)
+    best = ranked[0]
+    tied = [r.name for r in ranked[1:] if not compare({best.name: values[best.name], r.name: values[r.name]}).distinguishable]
+    return f"{best.name}: {best.text(1)}", tied
+
+
+def setting_rows(clip: Mapping | None = None, guard: Mapping | None = None) -> list[dict]:
+    """Selection rows for the two other settings of the chapter, from their committed figures.
+
+    Args:
+        clip: the figures of ``results/ch3_clip_<profile>.json`` (``values``: method -> figure
+            -> one value per seed; ``steps``, ``trainable``) - the tiny CLIP learning new concepts.
+        guard: the figures of ``results/ch3_online_guard.json`` (``phases``, ``figures``: learner
+            -> ``phase<k>`` / ``phase<k>_first`` -> one value per stream) - the online learner.
+
+    Returns rows with ``setting``, ``criterion``, ``best`` (``"name: mean ± std"``), ``tied``
+    (the others whose difference to the best is inside the spread over seeds), ``note``.
+    """
+    rows = []
+    if clip is not None:
+        values = {m: v for m, v in clip["values"].items() if m != "original"}
+        n = len(next(iter(values.values()))["new"])
+        trained = "text tower + image projection" if clip.get("trainable") == "text" else "all weights"
+        note = f"tiny CLIP, {clip.get('steps')} steps, {trained} trained, {n} seeds"
+        for key, what in (("new", "new concepts (48-way)"), ("old", "old classes (24-way)"), ("old48", "old classes (48-way)")):
+            best, tied = _best_and_tied({m: v[key] for m, v in values.items()})
+            rows.append({"setting": "CLIP, new concepts", "criterion": what, "best": best,
+                         "tied": ", ".join(tied) or "none", "tied_names": tied, "note": note})
+    if guard is not None:
+        phases = [p[0] for p in guard["phases"]]
+        figs = guard["figures"]
+        n = len(next(iter(figs.values()))["phase0"])
+        note = f"Digits stream {' → '.join(phases)}, update every {guard.get('every')} items, {n} streams"
+        for k, kind in enumerate(phases):
+            if k == 0:
+                continue
+            what = f"phase {k} ({kind}{', returning' if kind in phases[:k] else ', new'})"
+            for key, label in ((f"phase{k}", what), (f"phase{k}_first", what + ", first 100 items")):
+                best, tied = _best_and_tied({m: v[key] for m, v in figs.items()})
+                rows.append({"setting": "online stream with drift", "criterion": label, "best": best,
+                             "tied": ", ".join(tied) or "none", "tied_names": tied, "note": note})
     return rows

@@ -22,11 +22,15 @@ def test_selection_section_and_its_results_file(tmp_path, capsys):
     assert res.get("measured.class.replay (10).memory") == 10
 
 
-def test_guard_figures_read_the_last_phase():
+def test_guard_figures_per_phase():
+    from course_lib.continual.online import guard_figures
+
     trial = {"phase": np.array([0] * 4 + [1] * 4 + [2] * 4),
-             "a": np.array([1] * 8 + [1, 1, 0, 0], dtype=bool), "b": np.zeros(12, dtype=bool)}
-    figs = bench.guard_figures(trial, head=2)
-    assert figs == {"a": {"return_phase": 50.0, "return_first": 100.0}, "b": {"return_phase": 0.0, "return_first": 0.0}}
+             "a": np.array([0, 0, 1, 1] + [1] * 4 + [1, 1, 0, 0], dtype=bool), "b": np.zeros(12, dtype=bool)}
+    figs = guard_figures(trial, head=2)
+    assert figs["a"] == {"phase0": 50.0, "phase0_first": 0.0, "phase1": 100.0, "phase1_first": 100.0,
+                         "phase2": 50.0, "phase2_first": 100.0}
+    assert set(figs["b"].values()) == {0.0}
 
 
 def test_cli_rejects_unknown_sections(capsys):

@@ -82,3 +82,32 @@ def test_sweep_keeps_per_seed_values():
     rows = sweep("task", "finetune", [8, 16], "buffer", protocol("quick", iterations=2, seeds=(0, 1), hidden=8))
     assert [len(r["values"]) for r in rows] == [2, 2] and len(rows[0]["forgetting_values"]) == 2
     assert rows[0]["average_accuracy"] == pytest.approx(sum(rows[0]["values"]) / 2)
+
+
+def test_versus_rows_name_the_sign_and_the_spread():
+    from course_lib.continual.experiments import versus_rows
+
+    def res(kind, name, seed, final):
+        acc = np.full((2, 2), 0.9)
+        acc[1, 0] = final
+        return ContinualResult(f"split-digits/{kind}", name, seed, acc, np.array([0.5, 0.5]), [1.0])
+
+    results = [res("task", "finetune", s, f) for s, f in enumerate([0.50, 0.52, 0.48])]
+    results += [res("task", "ewc", s, f) for s, f in enumerate([0.51, 0.50, 0.53])]
+    results += [res("task", "replay", s, f) for s, f in enumerate([0.90, 0.89, 0.91])]
+    rows = versus_rows(results, kinds=("task", "class"))
+    assert [r["strategy"] for r in rows] == ["ewc", "replay"]
+    assert rows[0]["task"] == "+0.7 (inside the spread)" and rows[1]["task"] == "+20.0 (more than the spread)"
+    assert rows[0]["class"] == "n/a" and rows[1]["task_comparison"].distinguishable
+
+
+def test_versus_values_for_any_figures():
+    from course_lib.continual.experiments import versus_values
+
+    values = {"finetune": {"new": [40.0, 42.0, 44.0], "old": [80.0, 81.0, 79.0]},
+              "replay": {"new": [60.0, 61.0, 59.0], "old": [80.5, 81.5, 79.5]}, "other": {"new": [41.0]}}
+    rows = versus_values(values, "finetune", ["new", "old"])
+    assert rows[0] == {**rows[0], "method": "replay", "new": "+18.0 (more than the spread)", "old": "+0.5 (inside the spread)"}
+    assert rows[1]["old"] == "n/a" and rows[1]["old_comparison"] is None
+    with pytest.raises(KeyError, match="baseline"):
+        versus_values(values, "joint", ["new"])

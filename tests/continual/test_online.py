@@ -141,3 +141,12 @@ def test_prequential_run_is_deterministic_and_learns(tmp_path):
         prequential_run(stream.x, stream.y, cfg, tmp_path / "a")
     with pytest.raises(ValueError, match="as many labels"):
         prequential_run(stream.x, stream.y[:5], cfg, tmp_path / "c")
+
+
+def test_guard_trial_runs_both_learners_on_the_same_stream():
+    from course_lib.continual.online import guard_trial
+
+    trial = guard_trial(0, (("none", 32), ("mirror", 16)), every=16, steps_per_update=2)
+    assert set(trial) == {"phase", "replay + EWC guard", "plain fine-tuning"}
+    assert trial["phase"].tolist() == [0] * 32 + [1] * 16
+    assert all(v.shape == (48,) and v.dtype == bool for k, v in trial.items() if k != "phase")

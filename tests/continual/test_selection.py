@@ -70,3 +70,40 @@ def test_run_selection_smoke():
     assert sel.result("domain", "replay (10)", 0).acc.shape == (5, 5)
     rows = selection_rows(measured, sel.conditions())
     assert len(rows) == 3 and "MLP 64-8-8, 2 iterations/task" in rows[0]["note"]
+
+
+def test_measured_from_a_strategy_grid():
+    import numpy as np
+
+    from course_lib.continual.selection import measured_from_results
+    from course_lib.continual.strategies import ContinualResult
+
+    def res(name, seed):
+        return ContinualResult("split-digits/class", name, seed, np.eye(2) * 0.5, np.zeros(2), [1.0])
+
+    measured = measured_from_results([res(n, s) for n in ("finetune", "replay", "joint") for s in (0, 1)], 200)
+    assert measured["class"]["replay (200)"]["memory"] == 200 and measured["class"]["joint"]["memory"] == "all"
+    assert measured["class"]["finetune"]["seeds"] == [0, 1] and measured["class"]["finetune"]["average_accuracy"] == [25.0, 25.0]
+    assert [r["memory"] for r in selection_rows(measured)] == ["0", "200 (20 per class)", "all past data (joint)"]
+
+
+def test_setting_rows_from_committed_figures():
+    from course_lib.continual.selection import SETTING_COLUMNS, setting_rows
+
+    clip = {"steps": 80, "trainable": "text", "values": {
+        "original": {"new": [7.0, 7.0], "old": [94.0, 94.0], "old48": [91.0, 91.0]},
+        "finetune": {"new": [50.0, 54.0], "old": [80.0, 82.0], "old48": [58.0, 60.0]},
+        "replay": {"new": [52.0, 55.0], "old": [90.0, 91.0], "old48": [72.0, 71.0]}}}
+    guard = {"phases": [["none", 500], ["mirror", 500], ["none", 250]], "every": 16, "figures": {
+        "guard": {f"phase{k}{s}": [90.0, 92.0] for k in range(3) for s in ("", "_first")},
+        "plain": {f"phase{k}{s}": [70.0, 75.0] for k in range(3) for s in ("", "_first")}}}
+    rows = setting_rows(clip, guard)
+    assert [r["criterion"] for r in rows] == ["new concepts (48-way)", "old classes (24-way)", "old classes (48-way)",
+                                              "phase 1 (mirror, new)", "phase 1 (mirror, new), first 100 items",
+                                              "phase 2 (none, returning)", "phase 2 (none, returning), first 100 items"]
+    assert rows[0]["best"].startswith("replay: 53.5") and rows[0]["tied_names"] == ["finetune"]
+    assert rows[1]["best"].startswith("replay") and rows[1]["tied"] == "none"
+    assert rows[3]["best"] == "guard: 91.0 ± 1.4" and "3 streams" not in rows[3]["note"] and "2 streams" in rows[3]["note"]
+    assert "tiny CLIP, 80 steps, text tower + image projection trained, 2 seeds" == rows[0]["note"]
+    assert markdown_table(rows, SETTING_COLUMNS).count("\n") == len(rows) + 1
+    assert setting_rows() == []
