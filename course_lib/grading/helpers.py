@@ -251,14 +251,17 @@ def reservoir_draws(state, capacity: int, seed: int, n: int, calls: int) -> dict
 def reservoir_aliasing(state, capacity: int, num_items: int, seed: int, n: int) -> dict:
     """Does a ReservoirBuffer share memory with the caller's tensors or with what it hands out?
 
-    Adds ``num_items`` items of the stream, then overwrites the caller's x and y in place and
-    reads everything back (``sample(capacity)``); then overwrites a ``sample(n)`` in place and
-    reads everything back again. Returns the two read-backs (x, y) as data."""
+    Adds ``num_items`` items of the stream and reads everything back (``sample(capacity)``);
+    then overwrites the caller's x and y in place and reads everything back; then overwrites
+    a ``sample(n)`` in place and reads everything back again. Returns the three read-backs
+    (x, y) as data: a buffer that shares no memory gives the same items (in any order)."""
     cls = _submission(state, "ReservoirBuffer")
     x_all, y_all = _stream(num_items)
     x, y = x_all.clone(), y_all.clone()
     buf = cls(capacity, seed=seed)
     buf.add(x, y)
+    xs, ys = _sample_pair(buf, capacity)
+    before = (xs.detach().clone(), ys.detach().clone())
     x.fill_(-7.0)
     y.fill_(-7)
     xs, ys = _sample_pair(buf, capacity)
@@ -268,7 +271,7 @@ def reservoir_aliasing(state, capacity: int, num_items: int, seed: int, n: int) 
         xs.fill_(-9.0)
         ys.fill_(-9)
     xs, ys = _sample_pair(buf, capacity)
-    return {"after_add": after_add, "after_sample": (xs.detach().clone(), ys.detach().clone())}
+    return {"before": before, "after_add": after_add, "after_sample": (xs.detach().clone(), ys.detach().clone())}
 
 
 # ---------------------------------------------------------------------------------------

@@ -38,7 +38,8 @@ class ReservoirBuffer:
     def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Offer a batch: ``x`` ``[n, ...]`` and labels ``y`` ``[n, ...]`` (item ``i`` is
         ``(x[i], y[i])``; ``n`` may be 0 or larger than the capacity). The buffer keeps
-        its own copies; ``x`` and ``y`` are not modified.
+        its own copies, bit for bit in the items' dtypes (writing into ``x`` later does
+        not change the buffer); ``x`` and ``y`` are not modified.
 
         Raises:
             ValueError: ``x`` and ``y`` have different lengths.
@@ -55,8 +56,10 @@ class ReservoirBuffer:
         raise NotImplementedError("Task 3.1: implement ReservoirBuffer.num_seen")
 
     def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``min(n, len(self))`` *distinct* stored items, chosen at random: ``(x, y)``
-        stacked along dim 0 (each ``x`` row with its own label).
+        """``min(n, len(self))`` *distinct* stored items, chosen at random (every stored
+        item equally likely, using the buffer's generator): ``(x, y)`` stacked along dim 0
+        (each ``x`` row with its own label), in the dtypes given to :meth:`add`. They are
+        new tensors: writing into them does not change the buffer.
 
         Raises:
             ValueError: ``n < 0``.

@@ -497,6 +497,56 @@ def sinkhorn(a, b, cost, reg, num_iters=1000, tol=1e-9):
             (("                self._y[slot] = y[i]\n", "                if self._size <= slot + 1 and self._seen < self.capacity:\n"
                                                         "                    self._y[slot] = y[i]\n"),),
             catches=("test_every_item_is_kept_with_probability_capacity_over_n",)),
+    Variant(RB, "sample_first_n", "sample(n) returns the first n stored items every time",
+            (("chosen = torch.randperm(self._size, generator=self._generator)[: min(n, self._size)]",
+              "chosen = torch.arange(min(n, self._size))"),), catches=("test_sampling_is_random",)),
+    Variant(RB, "sample_returns_views", "sample(n >= len) hands back views of the storage itself",
+            (("        chosen = torch.randperm(self._size, generator=self._generator)[: min(n, self._size)]\n",
+              "        if n >= self._size:\n            return self._x[: self._size], self._y[: self._size]\n"
+              "        chosen = torch.randperm(self._size, generator=self._generator)[: min(n, self._size)]\n"),),
+            catches=("test_samples_do_not_alias_the_buffer",)),
+    Variant(RB, "storage_in_the_default_dtype", "allocates the storage with torch.empty's default dtype (float32)",
+            (("self._x = torch.empty((self.capacity, *x.shape[1:]), dtype=x.dtype)",
+              "self._x = torch.empty((self.capacity, *x.shape[1:]))"),
+             ("self._y = torch.empty((self.capacity, *y.shape[1:]), dtype=y.dtype)",
+              "self._y = torch.empty((self.capacity, *y.shape[1:]))")),
+            catches=("test_items_of_any_shape",)),
+    Variant(RB, "keeps_views_of_the_caller", "a list of (x[i], y[i]) views of the caller's tensors", append='''
+class ReservoirBuffer:
+    def __init__(self, capacity, seed=0):
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise ValueError("capacity must be an int >= 1")
+        self.capacity, self.items, self.seen = capacity, [], 0
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def add(self, x, y):
+        if x.dim() == 0 or y.dim() == 0 or len(x) != len(y):
+            raise ValueError("x and y must have the same length")
+        for i in range(len(x)):
+            if len(self.items) < self.capacity:
+                self.items.append((x[i], y[i]))
+            else:
+                j = int(torch.randint(0, self.seen + 1, (1,), generator=self.generator))
+                if j < self.capacity:
+                    self.items[j] = (x[i], y[i])
+            self.seen += 1
+
+    def __len__(self):
+        return len(self.items)
+
+    @property
+    def num_seen(self):
+        return self.seen
+
+    def sample(self, n):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError("n must be an int >= 0")
+        order = torch.randperm(len(self.items), generator=self.generator)[: min(n, len(self.items))].tolist()
+        if not order:
+            x0, y0 = self.items[0]
+            return x0[None][:0].clone(), y0[None][:0].clone()
+        return (torch.stack([self.items[j][0] for j in order]), torch.stack([self.items[j][1] for j in order]))''',
+            catches=("test_samples_do_not_alias_the_buffer",)),
     # ---- 3.2 EWC
     Variant(E, "squared_batch_gradient", "squares the gradient of the batch loss", append='''
 def fisher_diagonal(model, inputs, targets):

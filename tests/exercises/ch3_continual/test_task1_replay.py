@@ -7,6 +7,13 @@ with their items, and - statistically - that every item of the stream is kept wi
 probability capacity / N. Many runs (one per seed) happen inside the worker through a
 trusted helper (course_lib.grading.helpers.reservoir_trials) that only reports which items
 each run kept.
+
+Tolerances: stored items must come back bit for bit, in their own dtype (a float64 item
+that float32 storage would round, an int64 label beyond 2**31). Randomness is checked
+with exact binomial acceptance intervals whose false-failure probability is below 1e-6
+per test: a correct implementation fails with probability below one in a million.
+Samples are the caller's own tensors: writing into them must not change the buffer, and
+writing into the tensors given to ``add`` afterwards must not either.
 """
 
 import pytest
@@ -145,14 +152,19 @@ def test_every_item_is_kept_with_probability_capacity_over_n(impl):
 @pytest.mark.points(1)
 def test_items_of_any_shape(impl):
     buf = impl.ReservoirBuffer(4, seed=3)
-    x = torch.arange(10 * 3 * 4, dtype=torch.float64).reshape(10, 3, 4)
-    y = torch.arange(10)
+    x = (torch.arange(10 * 3 * 4, dtype=torch.float64).reshape(10, 3, 4) + 1) / 3  # thirds: float32 would round them
+    base = 2 ** 40  # int64 labels beyond the range of int32 and of float32's integers
+    y = base + torch.arange(10)
     buf.add(x, y)
     xs, ys = buf.sample(4)
-    xs = as_tensor(xs, "x from sample(4)", shape=(4, 3, 4), dtype=torch.float64)
+    xs = as_tensor(xs, "x from sample(4)", shape=(4, 3, 4))
     ys = as_tensor(ys, "y from sample(4)", shape=(4,))
+    assert xs.dtype == torch.float64 and ys.dtype == torch.int64, (
+        f"items and labels must keep their dtypes (float64 x, int64 y), got {xs.dtype} and {ys.dtype}: create the "
+        "storage with dtype=x.dtype / y.dtype (torch.empty's default is float32)")
     for row, label in zip(xs, ys.tolist()):
-        assert torch.equal(row, x[label]), "items must be stored unchanged, with their own label"
+        assert 0 <= label - base < 10 and torch.equal(row, x[label - base]), \
+            "items must be stored unchanged (bit for bit), with their own label"
 
 
 @pytest.mark.points(1)
@@ -173,3 +185,56 @@ def test_add_does_not_modify_inputs(impl):
     ids = _ids(buf.sample(2), "sample(2)")
     assert len(buf) == 2 and _num_seen(buf) == 10 and len(set(ids)) == 2 and set(ids) <= set(range(10)), \
         "after 10 items with capacity 2: len 2, num_seen 10, and sample(2) gives 2 distinct items of the stream"
+
+
+
+def _binomial_check(counts, trials, p, alpha, what):
+    from scipy.stats import binom
+
+    lo, hi = binom.ppf(alpha / 2, trials, p), binom.isf(alpha / 2, trials, p)
+    bad = [(i, c) for i, c in enumerate(counts) if not lo <= c <= hi]
+    assert not bad, (
+        f"{what}: every stored item should be in about {trials * p:.0f} of {trials} samples; items "
+        f"{[i for i, _ in bad][:6]} were in {[c for _, c in bad][:6]} (allowed {lo:.0f}..{hi:.0f}). sample(n) must "
+        "choose its n items at random from everything stored (with the buffer's own generator), not the first or the "
+        "last n")
+
+
+@pytest.mark.points(2)
+def test_sampling_is_random(impl):
+    configs = [(8, 2, 400), (5, 4, 300)]  # (capacity = items stored, n, calls)
+    alpha = FALSE_FAILURE / sum(c for c, _, _ in configs)
+    for capacity, n, calls in configs:
+        out = impl.helper("reservoir_draws", capacity, 5, n, calls)
+        assert all(size == n for size in out["sizes"]), f"sample({n}) should return {n} items from a buffer of {capacity}"
+        ids = as_tensor(out["ids"], "sampled ids", shape=(calls, n))
+        assert all(len(set(row)) == n and set(row) <= set(range(capacity)) for row in ids.tolist()), \
+            f"sample({n}) should return {n} distinct stored items"
+        counts = [int((ids == i).sum()) for i in range(capacity)]
+        _binomial_check(counts, calls, n / capacity, alpha,
+                        f"{calls} calls of sample({n}) on a buffer holding {capacity} items")
+
+
+def _intact(pair, num_items, what):
+    """Every row read back is an original item of the stream (x = [i, -i], y = 3 i + 1)."""
+    xs, ys = as_tensor(pair[0], f"x ({what})"), as_tensor(pair[1], f"y ({what})")
+    if xs.dim() != 2 or xs.shape[1] != 2 or ys.shape != xs.shape[:1]:
+        return False
+    ids = xs[:, 0].round()
+    return bool(torch.equal(ids, xs[:, 0]) and ((ids >= 0) & (ids < num_items)).all() and torch.equal(xs[:, 1], -xs[:, 0])
+                and torch.equal(ys.long(), 3 * ids.long() + 1))
+
+
+@pytest.mark.points(1)
+def test_samples_do_not_alias_the_buffer(impl):
+    for capacity, num_items, n in [(4, 3, 2), (3, 6, 3)]:
+        out = impl.helper("reservoir_aliasing", capacity, num_items, 0, n)
+        assert _intact(out["before"], num_items, "sample"), "sample returned rows that were never added (see the other tests)"
+        assert _intact(out["after_add"], num_items, "after writing into x"), (
+            f"after add(x, y), overwriting the caller's x and y changed what the buffer holds (capacity {capacity}, "
+            f"{num_items} items): store copies (x[i].clone(), or copy into your own storage), not views of the "
+            "caller's tensors")
+        assert _intact(out["after_sample"], num_items, "after writing into a sample"), (
+            f"writing into the tensors returned by sample({n}) changed what the buffer holds (capacity {capacity}, "
+            f"{num_items} items): sample must return new tensors (index with a tensor of positions, or .clone()), "
+            "not views of the storage such as self._x[:n]")
