@@ -27,7 +27,9 @@ def fisher_diagonal(model: nn.Module, inputs: torch.Tensor, targets: torch.Tenso
 
     Returns:
         ``{name: tensor}`` for every parameter that requires grad (names from
-        ``model.named_parameters()``), each with the parameter's shape, detached.
+        ``model.named_parameters()``), each with the parameter's shape, dtype and
+        device, detached (a float64 model gives float64-accurate entries: accumulate in
+        ``torch.zeros_like(param)``).
         The model is left as it was: same parameter values, and every ``.grad`` as before
         (``None`` stays ``None``, existing gradients are unchanged).
 
@@ -53,11 +55,12 @@ def ewc_penalty(model: nn.Module, fisher: dict[str, torch.Tensor], anchor: dict[
 
     Returns:
         0-dim tensor, differentiable with respect to the model's parameters (its gradient
-        is ``2 * fisher * (param - anchor)``).
+        is ``2 * fisher * (param - anchor)``), in the parameters' dtype and on their device.
 
     Raises:
         ValueError: a name in ``fisher`` that is not a parameter of ``model`` or is missing
-        from ``anchor``, or mismatched shapes.
+        from ``anchor`` (KeyError is accepted too), or a ``fisher`` or ``anchor`` entry
+        whose shape differs from its parameter's (no silent broadcasting).
 
     Hint: ``dict(model.named_parameters())`` maps names to the live parameters; keep them in
     the graph (no ``.detach()`` / ``.item()``).

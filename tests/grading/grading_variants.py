@@ -585,6 +585,31 @@ def ewc_penalty(model, fisher, anchor):
     for name, p in model.named_parameters():
         total = total + (fisher[name] * (p - anchor[name]) ** 2).sum()
     return total''', catches=("test_penalty_hand_worked",)),
+    Variant(E, "float32_accumulators", "accumulates the Fisher in torch.zeros(p.shape, device=p.device) (float32)",
+            (("fisher = {name: torch.zeros_like(p, memory_format=torch.preserve_format).detach() for name, p in params.items()}",
+              "fisher = {name: torch.zeros(p.shape, device=p.device) for name, p in params.items()}"),),
+            catches=("test_fisher_follows_the_parameters",)),
+    Variant(E, "accumulators_on_the_default_device", "accumulates the Fisher in torch.zeros(p.shape, dtype=p.dtype) "
+            "(on the CPU, whatever the parameters' device)",
+            (("fisher = {name: torch.zeros_like(p, memory_format=torch.preserve_format).detach() for name, p in params.items()}",
+              "fisher = {name: torch.zeros(p.shape, dtype=p.dtype) for name, p in params.items()}"),),
+            catches=("test_fisher_follows_the_parameters",)),
+    Variant(E, "accepts_no_samples", "no check for an empty batch (0 / 0 = NaN entries)",
+            (("if inputs.shape[0] != targets.shape[0] or inputs.shape[0] == 0:", "if inputs.shape[0] != targets.shape[0]:"),),
+            catches=("test_fisher_rejects_bad_input",)),
+    Variant(E, "penalty_float32_total", "adds the terms into total = torch.zeros(()) in place (float32)", append='''
+def ewc_penalty(model, fisher, anchor):
+    params = dict(model.named_parameters())
+    total = torch.zeros(())
+    for name, f in fisher.items():
+        if name not in params or name not in anchor or f.shape != params[name].shape \\
+                or anchor[name].shape != params[name].shape:
+            raise ValueError(f"bad entry {name!r}")
+        total += (f * (params[name] - anchor[name]) ** 2).sum()
+    return total''', catches=("test_penalty_follows_the_parameters",)),
+    Variant(E, "penalty_broadcasts", "no shape checks: a [3] Fisher entry broadcasts over a [2, 3] parameter",
+            (("        if f.shape != p.shape or anchor[name].shape != p.shape:\n", "        if False:\n"),),
+            catches=("test_penalty_rejects_unknown_names",)),
     # ---- 3.3 progressive
     Variant(PN, "lateral_from_previous_only", "lateral connections only from the previous column",
             (("                for j in range(c):\n", "                for j in range(max(c - 1, 0), c):\n"),
@@ -883,6 +908,36 @@ def fisher_diagonal(model, inputs, targets):
 
     per_sample = vmap(grad(loss), in_dims=(None, 0, 0))(params, inputs, targets)
     return {n: (g ** 2).mean(0) for n, g in per_sample.items()}'''),
+    Variant(E, "backward_and_restore", "per-sample backward() with .grad saved and restored; penalty as a "
+            "Python sum", append='''
+def fisher_diagonal(model, inputs, targets):
+    if len(inputs) == 0 or len(inputs) != len(targets):
+        raise ValueError("inputs and targets must be non-empty and of one length")
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    saved = {n: p.grad for n, p in params}
+    fisher = {n: torch.zeros_like(p) for n, p in params}
+    try:
+        for i in range(len(inputs)):
+            for _, p in params:
+                p.grad = None
+            F.cross_entropy(model(inputs[i : i + 1]), targets[i : i + 1]).backward()
+            for n, p in params:
+                if p.grad is not None:
+                    fisher[n] += p.grad.detach() ** 2
+    finally:
+        for n, p in params:
+            p.grad = saved[n]
+    return {n: f / len(inputs) for n, f in fisher.items()}
+
+
+def ewc_penalty(model, fisher, anchor):
+    params = dict(model.named_parameters())
+    for name, f in fisher.items():
+        if name not in params or name not in anchor:
+            raise KeyError(name)
+        if f.shape != params[name].shape or anchor[name].shape != params[name].shape:
+            raise ValueError(f"shape mismatch for {name}")
+    return sum((f * (params[n] - anchor[n]).pow(2)).sum() for n, f in fisher.items())'''),
     Variant(PN, "concatenated_laterals", "one Linear over the concatenated features of all earlier columns", append='''
 class ProgressiveNet(nn.Module):
     def __init__(self, in_dim, hidden_dim, num_layers=2):

@@ -5,6 +5,15 @@ float64 (an independent loop, whatever method the submission uses), a hand-worke
 one-layer example, and the penalty's closed form and gradient ``2 F (p - a)``. Models
 travel to the worker as architecture + state_dict; gradients of the submitted penalty are
 computed next to it by a trusted helper and come back as data.
+
+Tolerances: float32 models are compared with the float64 references to 1e-7 absolute plus
+1e-4 relative (Fisher entries, gradients) and 1e-5 relative (the penalty): a squared
+gradient of a small MLP computed in float32 is accurate to ~1e-6 relative, so float32 and
+float64 work both pass and float16 fails. A float64 model (weights and inputs with digits
+beyond float32) must give float64-accurate results: Fisher entries to 64 * eps * 100 times
+their largest value (about 1e-12 relative), the penalty to 64 * eps times the sum of its
+terms; accumulating in float32 fails. Results also live on the parameters' device
+(checked with PyTorch's "meta" device, which stands in for a GPU).
 """
 
 import math
@@ -14,7 +23,14 @@ import torch
 import torch.nn.functional as F
 
 from course_lib.grading import modelspec
-from course_lib.grading.testing import as_scalar, assert_close, assert_not_mutated, expect_error
+from course_lib.grading.testing import (
+    as_scalar,
+    assert_close,
+    assert_not_mutated,
+    assert_on_input_device,
+    assert_precision,
+    expect_error,
+)
 
 TASK = "ch3_continual/task2_ewc"
 
@@ -153,6 +169,7 @@ def test_fisher_rejects_bad_input(impl):
     x, y = _data(4, 3, 2, 16)
     impl.fisher_diagonal(remote, x, y)  # valid call first
     expect_error(impl.fisher_diagonal, remote, x, y[:3], what="4 inputs with 3 targets")
+    expect_error(impl.fisher_diagonal, remote, x[:0], y[:0], what="no samples (the mean over 0 samples is undefined)")
 
 
 def _penalty_ref(model, fisher, anchor):
@@ -232,6 +249,12 @@ def test_penalty_rejects_unknown_names(impl):
     impl.ewc_penalty(remote, {"0.weight": torch.ones(2, 3)}, anchor)  # valid call first
     expect_error(impl.ewc_penalty, remote, {"fc.weight": torch.ones(2, 3)}, anchor,
                  errors=("ValueError", "KeyError"), what="a Fisher entry for a parameter the model does not have")
+    expect_error(impl.ewc_penalty, remote, {"0.weight": torch.ones(2, 3)}, {"0.bias": anchor["0.bias"]},
+                 errors=("ValueError", "KeyError"), what="a Fisher entry whose parameter is missing from anchor")
+    expect_error(impl.ewc_penalty, remote, {"0.weight": torch.ones(3)}, anchor,
+                 what="a Fisher entry of shape [3] for the [2, 3] parameter '0.weight' (it would broadcast silently)")
+    expect_error(impl.ewc_penalty, remote, {"0.weight": torch.ones(2, 3)}, {**anchor, "0.weight": torch.zeros(3)},
+                 what="an anchor of shape [3] for the [2, 3] parameter '0.weight'")
 
 
 @pytest.mark.points(1)
@@ -249,3 +272,45 @@ def test_inputs_are_not_modified(impl):
     assert abs(value - _penalty_ref(model, fisher, anchor)) < 1e-5, "ewc_penalty is wrong (see the other tests)"
     after = impl.helper("state_dict", remote)
     assert all(torch.equal(after[n], v) for n, v in model.state_dict().items()), "ewc_penalty changed the model"
+
+
+
+def _float64_model(sizes, seed):
+    """A float64 model whose weights carry digits that float32 cannot hold."""
+    model = _double(_model(sizes, seed))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1e-9 * torch.randn(p.shape, generator=g, dtype=torch.float64))
+    return model
+
+
+@pytest.mark.points(1)
+def test_fisher_follows_the_parameters(impl):
+    sizes = [4, 6, 3]
+    model = _float64_model(sizes, 17)
+    remote = impl.helper("build_model", "mlp", {"sizes": sizes}, model.state_dict(), torch.float64)
+    x, y = _data(6, 4, 3, 18)
+    x = x.double() + 1e-9 * torch.randn(6, 4, generator=torch.Generator().manual_seed(19), dtype=torch.float64)
+    fisher = impl.fisher_diagonal(remote, x, y)
+    ref = _fisher_ref(model, x, y)
+    assert isinstance(fisher, dict) and set(fisher) == set(ref), f"the keys should be {sorted(ref)}"
+    for name, value in ref.items():
+        assert_precision(fisher[name], value, f"Fisher of {name!r} for a float64 model", torch.float64,
+                         100 * max(1.0, float(value.abs().max())))
+    assert_on_input_device(impl, "fisher_diagonal", "fisher_diagonal", [remote, x, y])
+
+
+@pytest.mark.points(1)
+def test_penalty_follows_the_parameters(impl):
+    sizes = [5, 4, 3]
+    model, anchor_model = _float64_model(sizes, 20), _float64_model(sizes, 21)
+    remote = impl.helper("build_model", "mlp", {"sizes": sizes}, model.state_dict(), torch.float64)
+    g = torch.Generator().manual_seed(22)
+    fisher = {n: torch.rand(p.shape, generator=g, dtype=torch.float64) for n, p in model.named_parameters()}
+    anchor = {n: p.detach() for n, p in anchor_model.named_parameters()}
+    value = impl.ewc_penalty(remote, fisher, anchor)
+    as_scalar(value, "ewc_penalty")
+    ref = _penalty_ref(model, fisher, anchor)
+    assert_precision(value, ref, "ewc_penalty of a float64 model", torch.float64, 100 * max(1.0, ref))
+    assert_on_input_device(impl, "ewc_penalty", "ewc_penalty", [remote, fisher, anchor])
