@@ -25,8 +25,10 @@ Modules, one concept each:
 from .attention import LinearAttention, unfuse_attention
 from .batching import (
     BatchingReport,
+    EmpiricalServiceTime,
     InterpolatedServiceTime,
     LinearServiceTime,
+    measure_service_times,
     poisson_arrivals,
     request_latencies,
     schedule_batches,
@@ -84,13 +86,13 @@ from .structured import apply_plan, plan_structured, prune_vit
 from .training import TeacherPool, ZeroShotProbe, finetune_visual, make_teacher_pool
 
 __all__ = [
-    "BatchingReport", "DistillConfig", "InterpolatedServiceTime", "ExportMismatchError", "FeatureProjector", "GradualPruner",
+    "BatchingReport", "DistillConfig", "EmpiricalServiceTime", "InterpolatedServiceTime", "ExportMismatchError", "FeatureProjector", "GradualPruner",
     "LinearAttention", "LinearServiceTime", "OrtModule", "StudentSpec", "Table", "TeacherPool",
     "UnsupportedModuleError", "ZeroShotProbe", "amp_train_step", "apply_masks", "apply_plan",
     "autocast", "autocast_dtype", "cubic_sparsity", "dequantize_affine", "distill_clip",
     "export_onnx", "fake_quantize", "fake_quantize_weights", "feature_distillation_loss",
     "finetune_visual", "half_copy", "interleaved_benchmark", "kd_loss", "latency_table",
-    "layer_sparsity", "magnitude_masks", "make_grad_scaler", "make_student", "make_teacher_pool",
+    "layer_sparsity", "magnitude_masks", "make_grad_scaler", "make_student", "make_teacher_pool", "measure_service_times",
     "model_size_mb", "onnx_size_mb", "ort_quantize_dynamic", "ort_quantize_static", "ort_session",
     "parameter_ratio", "plan_structured", "poisson_arrivals", "prune_magnitude", "prune_vit",
     "quantization_error", "quantize_affine", "quantize_dynamic_int8", "random_student",

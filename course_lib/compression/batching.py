@@ -159,6 +159,82 @@ class InterpolatedServiceTime:
         return float(t[-1] + max(slope, 0.0) * (batch_size - b[-1]))
 
 
+class EmpiricalServiceTime:
+    """Service times drawn from measured samples: the model of a *busy* server.
+
+    A table of best times describes an undisturbed machine; a queue feels the typical
+    time and its spread (a queue's waiting grows with the second moment of the service
+    time, Pollaczek-Khinchine). This model keeps, for each measured batch size, all the
+    measured durations of single calls timed the way the server runs them
+    (:func:`measure_service_times`). ``model(b)`` draws a quantile level ``u`` from a
+    seeded generator and returns the ``u``-quantile of the measured samples, linearly
+    interpolated between the two measured batch sizes around ``b`` (extrapolated
+    linearly beyond the largest). ``model.mean(b)`` is the same interpolation of the
+    sample means.
+
+    Args:
+        samples: ``{batch size: [seconds, ...]}`` with at least two batch sizes, each
+            with at least one positive, finite duration.
+        seed: seed of the quantile draws (the same seed gives the same sequence).
+    """
+
+    def __init__(self, samples: dict[int, Sequence[float]], seed: int = 0):
+        if len(samples) < 2:
+            raise ValueError("need measured times for at least two batch sizes")
+        sizes = sorted(int(b) for b in samples)
+        if sizes[0] < 1:
+            raise ValueError(f"batch sizes must be >= 1, got {sizes}")
+        self.batch_sizes = np.asarray(sizes, dtype=np.float64)
+        self.samples = {}
+        for b in sizes:
+            t = np.sort(np.asarray(samples[b], dtype=np.float64))
+            if t.size == 0 or not (np.isfinite(t).all() and (t > 0).all()):
+                raise ValueError(f"samples for batch size {b} must be non-empty, positive and finite")
+            self.samples[b] = t
+        self._rng = np.random.default_rng(seed)
+
+    def _interp(self, batch_size: int, value_of: Callable[[np.ndarray], float]) -> float:
+        if batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {batch_size}")
+        b = self.batch_sizes
+        values = np.array([value_of(self.samples[int(k)]) for k in b])
+        if batch_size <= b[-1]:
+            return float(np.interp(batch_size, b, values))
+        slope = (values[-1] - values[-2]) / (b[-1] - b[-2])
+        return float(values[-1] + max(slope, 0.0) * (batch_size - b[-1]))
+
+    def __call__(self, batch_size: int) -> float:
+        u = float(self._rng.random())
+        return self._interp(batch_size, lambda t: float(np.quantile(t, u)))
+
+    def mean(self, batch_size: int) -> float:
+        """Mean measured service time at ``batch_size`` (interpolated), seconds."""
+        return self._interp(batch_size, lambda t: float(t.mean()))
+
+
+def measure_service_times(
+    serve: Callable[[int], object], batch_sizes: Sequence[int], rounds: int = 20, warmup: int = 2
+) -> dict[int, list[float]]:
+    """Time ``serve(b)`` (one call that serves a batch of ``b`` requests) for every ``b``
+    in ``batch_sizes``, ``rounds`` times, interleaved (1, 2, 4, ..., 1, 2, 4, ...) so drift
+    of a busy machine reaches every size alike. Returns ``{b: [seconds per call]}``: the
+    samples of :class:`EmpiricalServiceTime`. The caller's ``serve`` should do what the
+    server does per batch (slicing the inputs, the call, collecting the outputs), so its
+    fixed per-batch overhead is part of the measurement."""
+    import time
+
+    if rounds < 1 or warmup < 0 or not batch_sizes or min(batch_sizes) < 1:
+        raise ValueError(f"need rounds >= 1, warmup >= 0 and batch sizes >= 1, got {rounds}, {warmup}, {list(batch_sizes)}")
+    out: dict[int, list[float]] = {int(b): [] for b in batch_sizes}
+    for r in range(warmup + rounds):
+        for b in out:
+            t0 = time.perf_counter()
+            serve(b)
+            if r >= warmup:
+                out[b].append(time.perf_counter() - t0)
+    return out
+
+
 @dataclass(frozen=True)
 class BatchingReport:
     """Outcome of serving one arrival trace with one batching policy."""

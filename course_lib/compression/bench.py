@@ -13,22 +13,33 @@ folder), and size overrides ``--pool-size``, ``--probe-size``, ``--finetune-step
 ``--distill-steps``, ``--batch-size``. ``--int8-anatomy`` runs only the INT8 anatomy:
 ONNX Runtime fp32 vs INT8 dynamic (all ops / matrix products only) at batch 64, with the
 kernel time split into matrix products, convolution and everything else.
+
+``--only {pipeline,distillation,temperature,structured,pruning}`` runs one of the chapter's
+experiments for ``--seeds`` (default 0 1 2; see :mod:`.experiments`), and
+``--write-results`` stores what was measured in ``results/ch1_<name>.json`` with the
+exact command, profile, seeds, hardware and library versions (also for
+``--int8-anatomy``: ``results/ch1_int8_anatomy.json``). ``--rounds R`` repeats the
+latency measurement of the pipeline R times (independent interleaved rounds), so the
+stored speed-ups come as ranges.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import platform
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .. import config as course_config
 from ..models import count_parameters, load_clip
-from .benchmarking import Table, latency_table, torch_threads
+from ..results import write_results
+from .benchmarking import Table, block_minima, latency_table, torch_threads
 from .distillation import parameter_ratio
 from .engines import OrtModule, export_onnx, ort_op_profile, ort_quantize_dynamic, ort_session
 from .pipeline import PipelineConfig, gradual_vs_oneshot, measure_variants, run_pipeline, student_vs_scratch
@@ -76,7 +87,7 @@ CONV_OPS = frozenset({"Conv", "ConvInteger"})
 
 
 def int8_anatomy(visual: torch.nn.Module, workdir: str | Path, batch_size: int = 64, repeats: int = 20,
-                 threads: int = 1, profile_runs: int = 10) -> list[dict[str, object]]:
+                 threads: int = 1, profile_runs: int = 10, samples: bool = False) -> list[dict[str, object]]:
     """Why INT8 dynamic quantization speeds a small ViT up less than its matrix products.
 
     Exports ``visual`` to ONNX, quantizes it dynamically twice (ONNX Runtime's default op
@@ -84,7 +95,10 @@ def int8_anatomy(visual: torch.nn.Module, workdir: str | Path, batch_size: int =
     ``batch_size`` (best of ``repeats``) and splits their kernel time by op type
     (:func:`~course_lib.compression.engines.ort_op_profile`). Returns one row per
     variant: ``b{batch_size}_ms``, ``speedup`` over fp32, and kernel ms spent in matrix
-    products (attention's included), convolution and everything else.
+    products (attention's included), convolution and everything else (medians over
+    ``profile_runs`` profiled runs). With ``samples=True`` each row also holds
+    ``matrix_runs``, ``conv_runs`` and ``other_runs``: those kernel times per profiled run,
+    and ``b{batch_size}_blocks``: the best latency (ms) of each third of the timed rounds.
     """
     if batch_size < 1 or repeats < 1 or profile_runs < 1:
         raise ValueError(f"batch_size, repeats and profile_runs must be >= 1, got {batch_size}, {repeats}, {profile_runs}")
@@ -102,16 +116,103 @@ def int8_anatomy(visual: torch.nn.Module, workdir: str | Path, batch_size: int =
     base = times["ORT fp32"][batch_size].min
     rows = []
     for name, path in paths.items():
-        ops = ort_op_profile(path, example[:batch_size], runs=profile_runs, threads=threads)
-        matrix = sum(ms for op, ms in ops.items() if op in MATRIX_OPS)
-        conv = sum(ms for op, ms in ops.items() if op in CONV_OPS)
-        rows.append({"variant": name, f"b{batch_size}_ms": times[name][batch_size].min * 1e3,
-                     "speedup": base / times[name][batch_size].min, "matrix_ms": matrix, "conv_ms": conv,
-                     "other_ms": sum(ops.values()) - matrix - conv})
+        runs = ort_op_profile(path, example[:batch_size], runs=profile_runs, threads=threads, per_run=True)
+        matrix = [sum(ms for op, ms in run.items() if op in MATRIX_OPS) for run in runs]
+        conv = [sum(ms for op, ms in run.items() if op in CONV_OPS) for run in runs]
+        other = [sum(run.values()) - m - c for run, m, c in zip(runs, matrix, conv)]
+        row = {"variant": name, f"b{batch_size}_ms": times[name][batch_size].min * 1e3,
+               "speedup": base / times[name][batch_size].min, "matrix_ms": float(np.median(matrix)),
+               "conv_ms": float(np.median(conv)), "other_ms": float(np.median(other))}
+        if samples:
+            row.update(matrix_runs=matrix, conv_runs=conv, other_runs=other,
+                       **{f"b{batch_size}_blocks": [1e3 * t for t in block_minima(times[name][batch_size], min(3, repeats))]})
+        rows.append(row)
     return rows
 
 
+#: sizes of each ``--only`` experiment per profile (command-line overrides win)
+EXPERIMENT_SIZES: dict[str, dict[str, dict[str, int]]] = {
+    # notebook 1.3's quick budget; the full recipe of the pipeline
+    "distillation": {"quick": dict(pool_size=3000, probe_size=1000, distill_steps=150, batch_size=128),
+                     "full": dict(pool_size=12000, probe_size=2000, distill_steps=1200, batch_size=128)},
+    # notebook 1.3's temperature sweep (output KD on zero-shot logits)
+    "temperature": {"quick": dict(pool_size=3000, probe_size=1000, distill_steps=40, batch_size=128),
+                    "full": dict(pool_size=12000, probe_size=2000, distill_steps=300, batch_size=128)},
+    # notebook 1.2's quick budget; the full recipe of the pipeline
+    "structured": {"quick": dict(pool_size=1500, probe_size=600, finetune_steps=100, batch_size=64),
+                   "full": dict(pool_size=12000, probe_size=2000, finetune_steps=600, batch_size=128)},
+    # notebook 1.2's quick budget (gradual vs one-shot, and the one-shot sparsity curve)
+    "pruning": {"quick": dict(pool_size=1500, probe_size=600, finetune_steps=80, batch_size=64, curve_size=400),
+                "full": dict(pool_size=12000, probe_size=2000, finetune_steps=300, batch_size=128, curve_size=2000)},
+}
+ONLY = ("pipeline", *EXPERIMENT_SIZES)
+SCOPE_LEVELS = (0.0, 0.3, 0.5, 0.7, 0.8, 0.9)
+TEMPERATURES = (1.0, 2.0, 4.0, 8.0, 16.0, 64.0)
+
+
+def experiment_sizes(only: str, profile: str, overrides: dict[str, int | None]) -> dict[str, int]:
+    """The sizes of experiment ``only`` in ``profile``, with non-None ``overrides`` applied."""
+    if only not in EXPERIMENT_SIZES:
+        raise ValueError(f"unknown experiment {only!r}: expected one of {list(EXPERIMENT_SIZES)}")
+    sizes = dict(EXPERIMENT_SIZES[only][profile])
+    sizes.update({k: int(v) for k, v in overrides.items() if v is not None and k in sizes})
+    return sizes
+
+
+def run_experiment(only: str, sizes: dict[str, int], seeds: list[int], log=print) -> dict[str, object]:
+    """Run one experiment of :mod:`.experiments` at ``sizes``; returns its JSON-ready figures."""
+    from . import experiments as ex
+    from .training import ZeroShotProbe, make_teacher_pool
+
+    teacher, _, tokenizer = load_clip("tiny")
+    probe = ZeroShotProbe(teacher, tokenizer, sizes["probe_size"], seed=0)
+    pool = make_teacher_pool(teacher, tokenizer, sizes["pool_size"], seed=0)
+    teacher_acc = ex.pct(probe.evaluate(teacher.visual)["accuracy"])
+    figures: dict[str, object] = {"sizes": sizes, "teacher_accuracy": teacher_acc}
+    if only == "distillation":
+        arms = ex.distillation_arms(teacher, tokenizer, pool, probe, sizes["distill_steps"], seeds, batch_size=sizes["batch_size"])
+        figures["arms"] = arms
+        figures["pct_of_teacher"] = {a: [round(100 * v / teacher_acc, 3) for v in vals] for a, vals in arms.items()}
+        student = ex.make_student(teacher, ex.StudentSpec())
+        figures["student_params"] = count_parameters(student)
+        figures["teacher_params"] = count_parameters(teacher)
+        figures["param_ratio"] = count_parameters(student) / count_parameters(teacher)
+    elif only == "temperature":
+        from ..models import zero_shot_classifier
+
+        student = ex.make_student(teacher, ex.StudentSpec(), calibration=pool.images[:256])
+        classifier = zero_shot_classifier(teacher, tokenizer, probe.classnames)
+        figures["accuracy"] = ex.temperature_sweep(student.visual, pool, probe, classifier, TEMPERATURES,
+                                                   sizes["distill_steps"], seeds, batch_size=sizes["batch_size"])
+    elif only == "structured":
+        figures.update(ex.structured_study(teacher.visual, pool, probe, 0.5, sizes["finetune_steps"], seeds,
+                                           batch_size=sizes["batch_size"]))
+    elif only == "pruning":
+        figures["gradual_vs_oneshot"] = ex.gradual_vs_oneshot_seeds(teacher.visual, pool, probe, 0.9, sizes["finetune_steps"],
+                                                                    seeds, batch_size=sizes["batch_size"])
+        probes = [ZeroShotProbe(teacher, tokenizer, sizes["curve_size"], seed=s) for s in seeds]
+        figures["scope_curve"] = ex.scope_curve(ex.unfuse_attention(teacher.visual), probes, SCOPE_LEVELS)
+    log(f"{only}: done")
+    return figures
+
+
+def pipeline_figures(rounds: list[list[dict]], extra: dict[str, object], cfg: PipelineConfig) -> dict[str, object]:
+    """JSON-ready figures of ``rounds`` (one :func:`measure_variants` table per latency round)."""
+    variants: dict[str, dict[str, object]] = {}
+    for rows in rounds:
+        for r in rows:
+            v = variants.setdefault(str(r["variant"]), {k: r[k] for k in ("params", "size_mb", "accuracy")})
+            v["cosine"] = None if math.isnan(float(r["cosine"])) else float(r["cosine"])
+            for k in r:
+                if k.startswith("b") and k.endswith(("_ms", "_speedup")) or k == "throughput":
+                    v.setdefault(k, []).append(round(float(r[k]), 4))
+    return {"variants": variants, "param_ratio": extra["param_ratio"], "batch_sizes": list(cfg.batch_sizes),
+            "repeats": cfg.repeats, "rounds": len(rounds),
+            "sizes": {k: getattr(cfg, k) for k in ("pool_size", "probe_size", "finetune_steps", "distill_steps", "batch_size")}}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(argv or [])
     p = argparse.ArgumentParser(prog="python -m course_lib.bench compression", description=__doc__.split("\n")[0])
     p.add_argument("--profile", choices=["quick", "full"], default=None)
     p.add_argument("--threads", type=int, default=None)
@@ -119,43 +220,74 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-experiments", action="store_true")
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--int8-anatomy", action="store_true", help="only the INT8 anatomy (ONNX Runtime, batch 64)")
+    p.add_argument("--only", choices=ONLY, default=None, help="run one experiment (see the module docstring)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of an --only experiment")
+    p.add_argument("--rounds", type=int, default=1, help="independent latency rounds of the pipeline table")
+    p.add_argument("--write-results", action="store_true", help="store the figures in results/ch1_<name>.json")
     for name in ("pool_size", "probe_size", "finetune_steps", "distill_steps", "batch_size"):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=None, help=f"override the profile's {name}")
     args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error("--rounds must be >= 1")
+    if args.write_results and not (args.only or args.int8_anatomy):
+        p.error("--write-results needs --only NAME or --int8-anatomy")
+    profile = course_config.get_profile(args.profile)
+    command = "python -m course_lib.bench compression " + " ".join(argv)
 
-    cfg = PipelineConfig.for_profile(args.profile)
+    cfg = PipelineConfig.for_profile(profile)
     cfg.threads = args.threads
     if args.repeats is not None:
         cfg.repeats = args.repeats
-    for name in ("pool_size", "probe_size", "finetune_steps", "distill_steps", "batch_size"):
-        if getattr(args, name) is not None:
-            setattr(cfg, name, getattr(args, name))
+    overrides = {name: getattr(args, name) for name in ("pool_size", "probe_size", "finetune_steps", "distill_steps", "batch_size")}
+    for name, value in overrides.items():
+        if value is not None:
+            setattr(cfg, name, value)
+    if args.only in EXPERIMENT_SIZES:
+        sizes = experiment_sizes(args.only, profile, overrides)
+        start = time.perf_counter()
+        with torch_threads(args.threads):
+            print(f"# {args.only} (profile {profile}, seeds {args.seeds}, torch threads {torch.get_num_threads()}): {sizes}")
+            found = run_experiment(args.only, sizes, args.seeds)
+        found["seconds"] = round(time.perf_counter() - start, 1)
+        print(json.dumps(found, indent=1))
+        if args.write_results:
+            print("wrote", write_results(f"ch1_{args.only}", found, command, profile, args.seeds))
+        return 0
     teacher, _, tokenizer = load_clip("tiny")
     if args.int8_anatomy:
         threads = args.threads or 1
         with torch_threads(threads), tempfile.TemporaryDirectory() as tmp:
-            rows = int8_anatomy(teacher.visual, args.workdir or tmp, repeats=cfg.repeats, threads=threads)
+            rows = int8_anatomy(teacher.visual, args.workdir or tmp, repeats=cfg.repeats, threads=threads, samples=True)
         print(f"# INT8 anatomy: tiny-CLIP image tower, batch 64, {threads} thread(s), "
               f"{platform.processor() or platform.machine()}; latency = best of {cfg.repeats} interleaved runs; "
               "kernel ms per run from ONNX Runtime's profiler")
-        print(Table(rows))
+        print(Table(rows, ["variant", "b64_ms", "speedup", "matrix_ms", "conv_ms", "other_ms"]))
+        if args.write_results:
+            found = {"rows": {str(r["variant"]): {k: (round(v, 4) if isinstance(v, float) else [round(x, 4) for x in v])
+                                                  for k, v in r.items() if k != "variant"} for r in rows},
+                     "batch_size": 64, "threads": threads, "repeats": cfg.repeats}
+            print("wrote", write_results("ch1_int8_anatomy", found, command, profile, [0]))
         return 0
     start = time.perf_counter()
+    run_experiments = not args.no_experiments and args.only is None
     with torch_threads(args.threads), tempfile.TemporaryDirectory() as tmp:
-        print(f"# Chapter 1 benchmark (profile {course_config.get_profile(args.profile)}, torch threads "
+        print(f"# Chapter 1 benchmark (profile {profile}, torch threads "
               f"{torch.get_num_threads()}, {platform.processor() or platform.machine()}, torch {torch.__version__})")
         result = run_pipeline(teacher, tokenizer, cfg, args.workdir or tmp)
-        rows = measure_variants(result.variants, result.probe, cfg.batch_sizes, cfg.repeats, warmup=min(3, cfg.repeats))
+        rounds = [measure_variants(result.variants, result.probe, cfg.batch_sizes, cfg.repeats, warmup=min(3, cfg.repeats))
+                  for _ in range(args.rounds)]
+        rows = rounds[0]
         extra: dict[str, object] = {"param_ratio": parameter_ratio(result.models["student"], teacher)}
-        if not args.no_experiments:
+        if run_experiments:
             runs = student_vs_scratch(teacher, tokenizer, result.pool, result.probe, cfg.student, cfg.distill_steps, cfg.batch_size, cfg.seed)
             extra["scratch"] = runs
             extra["distill_gain"] = runs["distilled (inherited init)"] - runs["from scratch (random init)"]
             gvo = gradual_vs_oneshot(teacher.visual, result.pool, result.probe, 0.9, cfg.finetune_steps, batch_size=cfg.batch_size, seed=cfg.seed)
             extra["gradual"] = gvo
             extra["gradual_gain"] = gvo["gradual"]["accuracy"] - gvo["one-shot"]["accuracy"]
-    print()
-    print(Table(rows, COLUMNS))
+    for i, table_rows in enumerate(rounds):
+        print(f"\nlatency round {i + 1} of {len(rounds)}")
+        print(Table(table_rows, COLUMNS))
     print(f"\nlatency = best of {cfg.repeats} interleaved runs (timeit's convention); speed-ups are ratios against 'teacher fp32 (torch)'; "
           f"accuracy = zero-shot top-1 (%) on {len(result.probe.labels)} ShapeWorld test images; "
           f"teacher {count_parameters(teacher)} params, student {count_parameters(result.models['student'])} params")
@@ -167,6 +299,12 @@ def main(argv: list[str] | None = None) -> int:
     print()
     teacher_acc = _row(rows, "teacher fp32 (torch)")["accuracy"]
     print(Table(figures(rows, extra, teacher_acc)))
-    print(f"\ntotal {time.perf_counter() - start:.0f} s; stage seconds: "
-          + ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items()))
+    seconds = time.perf_counter() - start
+    print(f"\ntotal {seconds:.0f} s; stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items()))
+    if args.write_results:
+        out = pipeline_figures(rounds, extra, cfg)
+        out["stage_seconds"] = {k: round(v, 1) for k, v in result.timings.items()}
+        out["seconds"] = round(seconds, 1)
+        out["threads"] = args.threads
+        print("wrote", write_results("ch1_pipeline", out, command, profile, [cfg.seed]))
     return 0 if all(math.isfinite(float(r["accuracy"])) for r in rows) else 1

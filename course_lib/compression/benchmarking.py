@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
+from ..conclusions import Comparison, compare
 from ..config import BenchResult
 
 
@@ -110,6 +111,35 @@ def latency_table(
         for name, r in res.items():
             out[name][b] = r
     return out
+
+
+def block_minima(result: BenchResult, blocks: int = 3) -> list[float]:
+    """The best time (seconds) of each of ``blocks`` consecutive groups of ``result``'s repeats.
+
+    A table reports one best-of-N time; splitting the N interleaved rounds into blocks
+    gives several independent best-of-(N / blocks) times, whose spread says how far that
+    number moves between measurements on this machine (what :func:`compare_samples`
+    weighs a difference against).
+
+    Raises:
+        ValueError: ``blocks < 1`` or fewer repeats than blocks.
+    """
+    n = len(result.times)
+    if blocks < 1 or n < blocks:
+        raise ValueError(f"need 1 <= blocks <= repeats ({n}), got blocks={blocks}")
+    edges = [round(i * n / blocks) for i in range(blocks + 1)]
+    return [min(result.times[a:b]) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def compare_samples(samples: Mapping[str, float | Sequence[float]], kind: str = "timing blocks", **kwargs: Any) -> Comparison:
+    """:func:`course_lib.conclusions.compare` for repeated *measurements* that are not seeds
+    (timing blocks, profiled runs, test-split samples): the same rule (distinguishable
+    when the means differ by more than the sum of the spreads), with the sentence naming
+    what the repetitions are. ``kwargs`` go to ``compare`` (``higher_is_better``,
+    ``unit``, ``digits``, ``what``, ``min_margin``)."""
+    c = compare(samples, **kwargs)
+    sentence = c.sentence.replace("seeds", kind).replace("seed-to-seed noise", "measurement noise").replace("one seed", "one measurement")
+    return Comparison(c.winner, c.loser, c.margin, c.distinguishable, c.higher_is_better, sentence)
 
 
 def speedups(results: Mapping[str, BenchResult], baseline: str) -> dict[str, float]:

@@ -202,7 +202,8 @@ def onnx_size_mb(path: str | Path) -> float:
     return os.path.getsize(path) / 1e6
 
 
-def ort_op_profile(path: str | Path, x: torch.Tensor | np.ndarray, runs: int = 20, threads: int = 1) -> dict[str, float]:
+def ort_op_profile(path: str | Path, x: torch.Tensor | np.ndarray, runs: int = 20, threads: int = 1,
+                   per_run: bool = False) -> dict[str, float] | list[dict[str, float]]:
     """Where ONNX Runtime spends its time on ``x``: kernel time per op type, in ms per run.
 
     Runs ``path`` ``runs`` times (after one warm-up run) with ONNX Runtime's profiler and
@@ -210,10 +211,12 @@ def ort_op_profile(path: str | Path, x: torch.Tensor | np.ndarray, runs: int = 2
     ``DynamicQuantizeMatMul``, ``LayerNormalization``) within each run. Returns
     ``{op_type: median ms per run}`` sorted by time, largest first (the median over runs
     resists a busy machine; the profiler's own overhead makes the sum a little larger
-    than an unprofiled run).
+    than an unprofiled run). With ``per_run=True`` it returns the ``runs`` dicts
+    ``{op_type: ms}`` themselves (the samples behind the medians).
     """
     import json
 
+    per_ms = per_run
     ort = _ort()
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
@@ -246,6 +249,8 @@ def ort_op_profile(path: str | Path, x: torch.Tensor | np.ndarray, runs: int = 2
             per_run[i][op] = per_run[i].get(op, 0.0) + event["dur"] / 1e3
     if not per_run:
         raise RuntimeError("ONNX Runtime's profile recorded no runs")
+    if per_ms:
+        return per_run
     ops = {op for run in per_run for op in run}
     medians = {op: float(np.median([run.get(op, 0.0) for run in per_run])) for op in ops}
     return dict(sorted(medians.items(), key=lambda kv: -kv[1]))

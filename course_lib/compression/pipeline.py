@@ -29,7 +29,7 @@ import torch.nn as nn
 from .. import config as course_config
 from ..models import count_parameters, zero_shot_classifier
 from .attention import unfuse_attention
-from .benchmarking import latency_table
+from .benchmarking import block_minima, latency_table
 from .distillation import DistillConfig, StudentSpec, distill_clip, make_student
 from .engines import OrtModule, export_onnx, onnx_size_mb, ort_quantize_dynamic, ort_session, verify_onnx
 from .quantization import model_size_mb, quantize_dynamic_int8
@@ -168,12 +168,17 @@ def measure_variants(
     repeats: int = 15,
     baseline: str | None = None,
     warmup: int = 3,
+    blocks: int = 0,
 ) -> list[dict[str, object]]:
     """One row per variant: ``params``, ``size_mb``, ``b{B}_ms`` (best of ``repeats``
     interleaved runs, see :mod:`.benchmarking`) and
     ``b{B}_speedup`` (vs ``baseline``, default the first variant) for each batch size,
     ``throughput`` (images/s at the largest batch), ``accuracy`` (%) and ``cosine`` to the
-    reference features (NaN for students, whose embedding space differs)."""
+    reference features (NaN for students, whose embedding space differs).
+
+    With ``blocks`` > 0 each row also holds ``b{B}_ms_blocks``: the best time (ms) of each
+    of ``blocks`` consecutive groups of the repeats (:func:`.benchmarking.block_minima`),
+    the samples that :func:`.benchmarking.compare_samples` weighs a difference against."""
     if not variants:
         raise ValueError("no variants to measure")
     baseline = baseline or variants[0].name
@@ -185,6 +190,8 @@ def measure_variants(
         for b in batch_sizes:
             row[f"b{b}_ms"] = 1e3 * lat[v.name][b].min
             row[f"b{b}_speedup"] = lat[baseline][b].min / lat[v.name][b].min
+            if blocks:
+                row[f"b{b}_ms_blocks"] = [1e3 * t for t in block_minima(lat[v.name][b], blocks)]
         row["throughput"] = max(batch_sizes) / lat[v.name][max(batch_sizes)].min
         row["accuracy"] = 100 * scores["accuracy"]
         row["cosine"] = scores["cosine"] if v.classifier is None else math.nan
@@ -264,3 +271,121 @@ def gradual_vs_oneshot(
     finetune_visual(gradual, pool, steps, lr, batch_size, seed=seed, before_step=pruner.update, after_step=lambda _: pruner.enforce())
     out["gradual"] = {"accuracy": 100 * probe.evaluate(gradual)["accuracy"], "accuracy_before_ft": math.nan, "sparsity": sparsity(gradual)}
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# The selection table: one row per technique or combination, built from measurements
+# ---------------------------------------------------------------------------------------
+
+#: pipeline variant -> the technique or combination it stands for
+TECHNIQUES: dict[str, str] = {
+    "teacher fp32 (torch)": "baseline: fp32 teacher, eager PyTorch",
+    "teacher int8 dyn (torch)": "INT8 dynamic quantization",
+    "teacher fp32 (ORT)": "ONNX Runtime (inference engine)",
+    "teacher int8 dyn (ORT)": "ONNX Runtime + INT8 dynamic",
+    "pruned 50% + FT (torch)": "structured pruning 50% + fine-tuning",
+    "pruned 50% + FT fp32 (ORT)": "structured pruning + ONNX Runtime",
+    "student fp32 (torch)": "distilled student (20% of the parameters)",
+    "student fp32 (ORT)": "distilled student + ONNX Runtime",
+    "student int8 dyn (ORT)": "distilled student + ONNX Runtime + INT8 dynamic",
+}
+
+
+def _training_of(variant: str) -> str:
+    return "pruned" if variant.startswith("pruned") else ("student" if variant.startswith("student") else "")
+
+
+def selection_table(
+    variants: dict[str, dict[str, object]],
+    timing: str,
+    training: dict[str, str] | None = None,
+    accuracy_seeds: dict[str, list[float]] | None = None,
+    baseline: str = "teacher fp32 (torch)",
+    batch_sizes: tuple[int, ...] = (1, 64),
+    samples: str = "timing blocks",
+) -> list[dict[str, str]]:
+    """One row per technique or combination: size, speed-ups, accuracy change, and when it holds.
+
+    Args:
+        variants: ``{variant: {"params", "size_mb", "accuracy", "b{B}_samples": [ms, ...]}}``
+            for each batch size ``B`` (latency samples: timing blocks of one run, or
+            independent latency rounds), e.g. from :func:`measure_variants` rows.
+        timing: the conditions of the latency figures (hardware, threads), repeated in
+            each row's "holds when".
+        training: ``{"pruned": "...", "student": "..."}``: the training budget behind those
+            variants' accuracy.
+        accuracy_seeds: ``{variant: [accuracy (%) per seed]}`` for variants whose model was
+            trained over several seeds (fp32 copies of one model share the list); their
+            accuracy change is then the mean ± spread over seeds and says whether it is
+            beyond the spread. Other variants show this run's single change.
+        baseline: the reference variant (speed-ups and changes are against it).
+        samples: what the latency samples are, for the wording of the comparisons.
+
+    Returns:
+        Rows with ``technique``, ``size``, ``b{B} speed-up``, ``accuracy change`` and
+        ``holds when`` (all formatted strings). A speed-up whose latency difference is
+        inside the spread of the samples is marked "(within noise)".
+    """
+    from ..conclusions import compare, summarize
+    from .benchmarking import compare_samples
+
+    if baseline not in variants:
+        raise KeyError(f"baseline {baseline!r} not among the variants {list(variants)}")
+    base = variants[baseline]
+    training = training or {}
+    accuracy_seeds = accuracy_seeds or {}
+    rows: list[dict[str, str]] = []
+    for name, v in variants.items():
+        row = {"technique": TECHNIQUES.get(name, name),
+               "size": f"{float(base['size_mb']) / float(v['size_mb']):.1f}x smaller ({float(v['size_mb']):.2f} MB)"}
+        for b in batch_sizes:
+            mine, ref = list(v[f"b{b}_samples"]), list(base[f"b{b}_samples"])
+            ratio = (sum(ref) / len(ref)) / (sum(mine) / len(mine))
+            if name == baseline:
+                row[f"b{b} speed-up"] = f"1x ({sum(ref) / len(ref):.2f} ms)"
+                continue
+            c = compare_samples({name: mine, baseline: ref}, kind=samples, higher_is_better=False)
+            row[f"b{b} speed-up"] = f"{ratio:.2f}x" + ("" if c.distinguishable else " (within noise)")
+        kind = _training_of(name)
+        seeds = accuracy_seeds.get(name)
+        if name == baseline:
+            row["accuracy change"] = f"{float(base['accuracy']):.2f}% (reference)"
+        elif seeds:
+            delta = [s - float(base["accuracy"]) for s in seeds]
+            c = compare({name: seeds, baseline: [float(base["accuracy"])]})
+            row["accuracy change"] = (f"{summarize(name, delta).text(2)} points ({len(seeds)} seeds, "
+                                      f"{'beyond' if c.distinguishable else 'within'} the spread)")
+        else:
+            row["accuracy change"] = f"{float(v['accuracy']) - float(base['accuracy']):+.2f} points"
+        row["holds when"] = "; ".join(x for x in (timing, training.get(kind, "")) if x)
+        rows.append(row)
+    return rows
+
+
+def selection_from_results(pipeline, structured=None, distillation=None) -> list[dict[str, str]]:
+    """:func:`selection_table` from committed results (:class:`course_lib.results.Results`).
+
+    ``pipeline`` is ``results/ch1_pipeline.json`` (``--only pipeline --rounds R``): its
+    latency rounds are the samples. ``structured`` (``ch1_structured.json``) and
+    ``distillation`` (``ch1_distillation.json``) supply accuracy over seeds for the pruned
+    and student fp32 variants when their training budget equals the pipeline's.
+    """
+    fig = pipeline.figures
+    batch_sizes = tuple(int(b) for b in fig["batch_sizes"])
+    variants = {name: {"params": v["params"], "size_mb": v["size_mb"], "accuracy": v["accuracy"],
+                       **{f"b{b}_samples": v[f"b{b}_ms"] for b in batch_sizes}} for name, v in fig["variants"].items()}
+    sizes = fig["sizes"]
+    threads = fig.get("threads")
+    timing = (f"{pipeline.hardware}, {threads if threads else 'default'} thread(s), batch 1 and {max(batch_sizes)}, "
+              f"{fig['rounds']} latency rounds")
+    training = {"pruned": f"{sizes['finetune_steps']} fine-tuning steps", "student": f"{sizes['distill_steps']} distillation steps"}
+    seeds: dict[str, list[float]] = {}
+    if structured is not None and structured.figures["sizes"]["finetune_steps"] == sizes["finetune_steps"]:
+        for name in variants:
+            if _training_of(name) == "pruned" and "int8" not in name:
+                seeds[name] = list(structured.figures["after_ft"]["weight"])
+    if distillation is not None and distillation.figures["sizes"]["distill_steps"] == sizes["distill_steps"]:
+        for name in variants:
+            if _training_of(name) == "student" and "int8" not in name:
+                seeds[name] = list(distillation.figures["arms"]["distilled (inherited init)"])
+    return selection_table(variants, timing, training, seeds, batch_sizes=batch_sizes, samples="latency rounds")

@@ -7,10 +7,17 @@ Magnitude (L1) pruning removes the weights with the smallest ``|w|``:
   are removed, so layers with many small weights (often the large MLP matrices) are
   pruned harder and sensitive small layers are spared.
 
-A mask is a bool tensor shaped like the weight, ``True`` = keep. Ties in ``|w|`` are
-broken by position (the earlier entry is pruned first), so the masks are deterministic.
-:func:`torch_reference_masks` computes the same masks with ``torch.nn.utils.prune`` (the
-tests check they are identical).
+A mask is a bool tensor shaped like the weight, ``True`` = keep. Exactly
+``round(amount * n)`` entries are removed, so with ``tau`` the largest removed magnitude,
+every removed weight has ``|w| <= tau`` and every kept one ``|w| >= tau``. **Ties at the
+threshold** (several entries with ``|w| == tau``, some kept and some removed) are broken by
+position: the earlier entry (in flattened order, layers in ``named_parameters`` order) is
+pruned first, so the masks are deterministic. ``torch.nn.utils.prune`` removes the same
+number of entries via ``torch.topk(|w|, k, largest=False)``, whose choice among equal
+values is not specified (on CPU it often prunes *later* entries first). Without ties
+at the threshold the two masks are identical -- :func:`torch_reference_masks` computes
+torch's, and the tests check equality on real weights; with ties they prune the same
+number of entries with the same magnitudes, possibly at different positions.
 
 Gradual pruning (Zhu & Gupta, 2017) raises the sparsity along a cubic schedule while
 training continues, so the network can adapt between pruning steps::

@@ -133,3 +133,5 @@ def test_ort_op_profile_splits_kernel_time_by_op(exported, tmp_path):
     assert "ConvInteger" in int8 and "Conv" not in int8
     with pytest.raises(ValueError, match="runs"):
         ort_op_profile(path, x, runs=0)
+    runs = ort_op_profile(path, x, runs=3, per_run=True)
+    assert isinstance(runs, list) and len(runs) == 3 and all("Conv" in r for r in runs)

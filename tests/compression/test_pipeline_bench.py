@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 
 from course_lib.compression import bench
@@ -55,6 +56,10 @@ def test_int8_anatomy_rows(tiny_clip, tmp_path):
     assert rows[0]["speedup"] == 1.0
     for r in rows:
         assert r["b8_ms"] > 0 and r["matrix_ms"] > 0 and r["conv_ms"] > 0 and r["other_ms"] >= 0
+    sampled = int8_anatomy(tiny_clip[0].visual, tmp_path, batch_size=8, repeats=3, profile_runs=2, samples=True)
+    for r in sampled:
+        assert len(r["matrix_runs"]) == len(r["conv_runs"]) == len(r["other_runs"]) == 2 and len(r["b8_blocks"]) == 3
+        assert r["matrix_ms"] == pytest.approx(float(np.median(r["matrix_runs"])))
 
 
 def test_int8_anatomy_rejects_bad_sizes(tiny_clip, tmp_path):
