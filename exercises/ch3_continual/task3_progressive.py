@@ -30,7 +30,14 @@ class ProgressiveNet(nn.Module):
     are added.
 
     Args:
-        in_dim: input width; hidden_dim: ``h``; num_layers: ``L >= 1``.
+        in_dim: input width; hidden_dim: ``h``; num_layers: ``L >= 1`` (with ``L = 1`` a
+            column is ``y = W_out relu(W_0 x)`` plus laterals into the output).
+
+    Raises:
+        ValueError: ``in_dim``, ``hidden_dim`` or ``num_layers`` is not an int ``>= 1``.
+
+    The network computes in the dtype and on the device of its parameters (after
+    ``.double()``, in float64): tensors you create in ``forward`` follow ``x``.
     """
 
     def __init__(self, in_dim: int, hidden_dim: int, num_layers: int = 2):
@@ -44,6 +51,9 @@ class ProgressiveNet(nn.Module):
 
         Returns:
             ``k``, the new column's index (0, 1, 2, ...).
+
+        Raises:
+            ValueError: ``out_dim`` is not an int ``>= 1``.
         """
         raise NotImplementedError("Task 3.3: implement ProgressiveNet.add_column")
 

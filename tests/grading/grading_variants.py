@@ -639,6 +639,21 @@ def ewc_penalty(model, fisher, anchor):
             (("        for p in self.parameters():\n            p.requires_grad_(False)\n",
               "        for p in self.parameters():\n            nn.init.normal_(p)\n            p.requires_grad_(False)\n"),),
             catches=("test_old_columns_keep_their_outputs",)),
+    Variant(PN, "lateral_sum_in_default_tensor", "sums the lateral inputs into torch.zeros(B, h) (float32, on the CPU)",
+            (("                z = layers[l](hs[l - 1])\n                for j in range(c):\n"
+              "                    z = z + self.laterals[c][j][l - 1](acts[j][l - 1])\n",
+              "                lateral = torch.zeros(x.shape[0], self.hidden_dim)\n                for j in range(c):\n"
+              "                    lateral += self.laterals[c][j][l - 1](acts[j][l - 1])\n"
+              "                z = layers[l](hs[l - 1]) + lateral\n"),), catches=("test_float64_and_device",)),
+    Variant(PN, "sizes_unchecked", "no checks on in_dim, hidden_dim, num_layers and out_dim",
+            (("            if isinstance(value, bool) or not isinstance(value, int) or value < 1:\n",
+              "            if False:\n"),
+             ("        if isinstance(out_dim, bool) or not isinstance(out_dim, int) or out_dim < 1:\n",
+              "        if False:\n")), catches=("test_bad_sizes_are_rejected",)),
+    Variant(PN, "at_least_two_layers", "always builds two hidden layers, even for num_layers=1",
+            (("self.in_dim, self.hidden_dim, self.num_layers = in_dim, hidden_dim, num_layers",
+              "self.in_dim, self.hidden_dim, self.num_layers = in_dim, hidden_dim, max(num_layers, 2)"),),
+            catches=("test_one_hidden_layer",)),
     # ---- 3.4 metrics
     Variant(M, "average_of_diagonal", "average accuracy over the diagonal instead of the last row",
             (('metrics = {"average_accuracy": float(last.mean())', 'metrics = {"average_accuracy": float(acc.diagonal().mean())'),),
@@ -942,10 +957,14 @@ def ewc_penalty(model, fisher, anchor):
 class ProgressiveNet(nn.Module):
     def __init__(self, in_dim, hidden_dim, num_layers=2):
         super().__init__()
+        if min(in_dim, hidden_dim, num_layers) < 1:
+            raise ValueError("in_dim, hidden_dim and num_layers must be >= 1")
         self.d, self.h, self.L = in_dim, hidden_dim, num_layers
         self.cols = nn.ModuleList()
 
     def add_column(self, out_dim):
+        if out_dim < 1:
+            raise ValueError("out_dim must be >= 1")
         for p in self.parameters():
             p.requires_grad_(False)
         k, h = len(self.cols), self.h

@@ -9,12 +9,27 @@ graded like separate Linears. With shared weights the contract's formula still d
 which columns and layers feed which, so wiring mistakes change the output. Gradients are
 computed in the worker by a trusted helper; everything else goes through the module's
 handle.
+
+Tolerances: float32 outputs are compared with the float32 reference to 1e-5 absolute
+(products of width 5 or 7 with weights below 1 and a few hundred operations, so both
+sides are within ~1e-6; float64 work passes, float16 fails). After ``.double()`` the
+network must compute in float64: outputs for inputs with digits beyond float32 are
+compared with the float64 reference to 64 * eps * 100 (1.4e-12). Outputs of old columns
+after adding a column must be bit-identical. Forward also runs on PyTorch's "meta" device
+(standing in for a GPU): nothing may be created on the CPU.
 """
 
 import pytest
 import torch
 
-from course_lib.grading.testing import as_tensor, assert_close, assert_not_mutated, expect_error
+from course_lib.grading.testing import (
+    as_tensor,
+    assert_close,
+    assert_not_mutated,
+    assert_on_input_device,
+    assert_precision,
+    expect_error,
+)
 
 TASK = "ch3_continual/task3_progressive"
 D, H = 5, 7
@@ -214,3 +229,42 @@ def test_inputs_are_not_modified(impl):
     out = net(x, 1)
     assert_not_mutated(impl, "ProgressiveNet.forward")
     assert_close(out, _reference(x, 1, 2, roles), "output of column 1", atol=1e-5, show=False)
+
+
+
+@pytest.mark.points(1)
+def test_one_hidden_layer(impl):
+    net = _net(impl, 3, layers=1)
+    total = sum(torch.Size(s).numel() for s, _ in _params(impl, net).values())
+    expected = sum(_count(k, OUTS[k], 1) for k in range(3))
+    assert total == expected, (
+        f"three columns with num_layers=1 should have {expected} parameters (W_0 and W_out per column, lateral "
+        f"adapters into the output only), have {total}")
+    roles = _roles(14)
+    _assign(impl, net, roles)
+    x = _x(5, 15)
+    for column in range(3):
+        assert_close(net(x, column), _reference(x, column, 1, roles), f"output of column {column} (num_layers=1)",
+                     atol=1e-5, show=False, hint="with L = 1: h_0 = relu(W_0 x), y = W_out h_0 + sum_j U_out h_0^(j)")
+
+
+@pytest.mark.points(1)
+def test_bad_sizes_are_rejected(impl):
+    net = impl.ProgressiveNet(D, H, num_layers=2)  # valid use first
+    net.add_column(3)
+    for args, kwargs, what in [((0, H), {}, "in_dim=0"), ((D, 0), {}, "hidden_dim=0"),
+                               ((D, H), {"num_layers": 0}, "num_layers=0")]:
+        expect_error(impl.ProgressiveNet, *args, **kwargs, what=f"ProgressiveNet({what})")
+    expect_error(net.add_column, 0, what="add_column(out_dim=0)")
+
+
+@pytest.mark.points(1)
+def test_float64_and_device(impl):
+    net, roles = _net_with_roles(impl, 3, seed=16)
+    net = net.call_method("double")
+    x = _x(4, 17).double() + 1e-9 * torch.randn(4, D, generator=torch.Generator().manual_seed(18), dtype=torch.float64)
+    roles64 = {k: v.double() for k, v in roles.items()}
+    for column in range(3):
+        assert_precision(net(x, column), _reference(x, column, 2, roles64),
+                         f"output of column {column} after .double(), for float64 inputs", torch.float64, 100)
+    assert_on_input_device(impl, "ProgressiveNet.forward", net, [x, 2])
