@@ -12,6 +12,8 @@ Modules, one concept each:
 * :mod:`.metrics`: accuracy-matrix metrics (average accuracy, forgetting, BWT, FWT).
 * :mod:`.analysis`: why forgetting happens (weight drift, CKA, subspace overlap, output bias).
 * :mod:`.experiments`: the Split-Digits comparison, its protocols and tables.
+* :mod:`.selection`: the measured selection guide (strategy per scenario and memory budget).
+* :mod:`.report`: the chapter guide's tables, rendered from the committed results files.
 * :mod:`.clip_incremental`: teaching the tiny CLIP new colours and shapes.
 * :mod:`.feedback_store`, :mod:`.online`, :mod:`.service`, :mod:`.client`: the online
   learning HTTP service and its drivers.
