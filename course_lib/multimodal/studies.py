@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-__all__ = ["lit_seeds", "matching_seeds", "retrieval_figures", "sinkhorn_runs", "main"]
+__all__ = ["lit_seeds", "matching_seeds", "noun_localisation", "retrieval_figures", "sinkhorn_runs", "main"]
 
 LIT_METRICS: tuple[str, ...] = ("t2i_R@1", "i2t_R@1", "hard_negative_acc", "alignment", "uniformity_image",
                                 "modality_gap")
@@ -58,6 +58,39 @@ def lit_seeds(train: Any, test: Any, vocab_size: int, steps: int, seeds: Sequenc
     return out
 
 
+@torch.no_grad()
+def noun_localisation(head: torch.nn.Module, features: Any, batch: Any) -> tuple[float, int, torch.Tensor]:
+    """Where an ITM head's object nouns look: the share of nouns whose most-attended patch
+    (last cross-attention layer, mean over heads) is the patch holding that object's centre.
+
+    Args:
+        head: a :class:`~course_lib.multimodal.heads.MatchingHead` over ``g x g`` patches.
+        features: its :class:`~course_lib.multimodal.heads.MatchingFeatures` of ``batch``.
+        batch: the ShapeWorld batch (captions, object shapes and centres in pixels).
+
+    Returns:
+        ``(accuracy, number of nouns, maps [N, L, P])``; chance is ``1 / P``.
+    """
+    _, maps = head(features.image, features.positive, features.positive_mask, return_attention=True)
+    maps = maps[-1][:, :, 1:]                               # [N, L, P] over patches (class token dropped)
+    grid = int(round(maps.shape[-1] ** 0.5))
+    if grid * grid != maps.shape[-1]:
+        raise ValueError(f"expected a square patch grid, got {maps.shape[-1]} patches")
+    patch = batch.images.shape[1] // grid
+    hits = total = 0
+    for i in range(len(batch)):
+        words = ["<sot>"] + batch.captions[i].split()
+        for obj, shape in enumerate(batch.shape_names(i)):
+            cx, cy = batch.centers[i, obj]
+            target = int(cy // patch) * grid + int(cx // patch)
+            pos = words.index(shape)
+            hits += int(maps[i, pos].argmax()) == target
+            total += 1
+    if total == 0:
+        raise ValueError("the batch has no objects")
+    return hits / total, total, maps
+
+
 def matching_seeds(model: torch.nn.Module, tokenizer: Callable, train_batch: Any, test_batch: Any, steps: int,
                    seeds: Sequence[int], batch_size: int = 64) -> dict[str, Any]:
     """The ITM head of notebook 2.1 (:class:`~course_lib.multimodal.heads.MatchingHead`, width
@@ -66,9 +99,10 @@ def matching_seeds(model: torch.nn.Module, tokenizer: Callable, train_batch: Any
 
     Returns:
         ``{"kinds": [kind names], "counts": {kind: n}, "dot": {kind or "all": accuracy},
-        "itm": {kind or "all": [accuracy per seed]}, "heads": [the trained heads, one per seed],
-        "features": the test MatchingFeatures}`` (``heads`` and ``features`` are for plots;
-        they are not JSON).
+        "itm": {kind or "all": [accuracy per seed]}, "localisation": [per seed], "nouns": n,
+        "localisation_chance": 1 / P (see :func:`noun_localisation`), "heads": [the trained heads],
+        "maps": [attention maps per seed], "features": the test MatchingFeatures}`` (``heads``,
+        ``maps`` and ``features`` are for plots; they are not JSON).
     """
     from ..models import encode_images, encode_texts
     from .heads import MatchingHead, matching_features, matching_scores, train_matching_head
@@ -89,16 +123,20 @@ def matching_seeds(model: torch.nn.Module, tokenizer: Callable, train_batch: Any
         return acc
 
     itm: dict[str, list[float]] = {k: [] for k in (*names, "all")}
-    heads = []
+    heads, localisation, maps = [], [], []
     for seed in seeds:
         torch.manual_seed(int(seed))
         head = MatchingHead(tr.image.shape[-1], tr.positive.shape[-1], dim=64, heads=4, layers=1)
         train_matching_head(head, tr, steps=steps, batch_size=batch_size, seed=int(seed))
         for k, v in by_kind(*matching_scores(head, te)).items():
             itm[k].append(v)
+        acc, nouns, seed_maps = noun_localisation(head, te, test_batch)
+        localisation.append(acc)
+        maps.append(seed_maps)
         heads.append(head)
     return {"kinds": names, "counts": {k: int((kinds == k).sum()) for k in names}, "dot": by_kind(dot_pos, dot_neg),
-            "itm": itm, "heads": heads, "features": te}
+            "itm": itm, "localisation": localisation, "nouns": nouns, "localisation_chance": 1 / maps[0].shape[-1],
+            "heads": heads, "maps": maps, "features": te}
 
 
 def retrieval_figures(sizes: Sequence[int]) -> dict[str, Any]:
@@ -182,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         figures = {"lit": {"train_pairs": n_train, "test_pairs": len(test), "steps": steps, "batch_size": 256,
                            "runs": lit},
                    "matching": {"train_scenes": n_itm, "test_scenes": 500, "steps": steps, "batch_size": 64,
-                                **{k: match[k] for k in ("kinds", "counts", "dot", "itm")}}}
+                                **{k: match[k] for k in ("kinds", "counts", "dot", "itm", "localisation", "nouns",
+                                                         "localisation_chance")}}}
         from ..config import get_profile
         profile = get_profile()
     elif args.study == "retrieval":

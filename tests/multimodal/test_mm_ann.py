@@ -143,3 +143,37 @@ def test_scaling_study_figures_are_json_and_consistent(tmp_path):
     real, queries = real_embeddings(model, tokenizer, 200, 20, tmp_path)
     assert real.shape == (200, 64) and queries.shape == (20, 64)
     np.testing.assert_array_equal(np.concatenate([real, queries]), np.load(cached[0]))
+
+
+def test_family_summary_and_compare_at_recall():
+    from course_lib.multimodal.ann import AnnPoint, compare_at_recall, family_summary
+
+    pts = [AnnPoint("flat", "", 0, 1.0, 100.0, 1.0, 0.0, 1.0, (100.0, 90.0)),
+           AnnPoint("ivf", "nprobe", 1, 0.80, 5000.0, 50.0, 1.0, 1.1, (5000.0, 4900.0)),
+           AnnPoint("ivf", "nprobe", 4, 0.97, 3000.0, 30.0, 1.0, 1.1, (3000.0, 2950.0)),
+           AnnPoint("hnsw", "ef_search", 16, 0.96, 1000.0, 10.0, 2.0, 1.6, (1000.0, 990.0)),
+           AnnPoint("ivfpq", "nprobe", 4, 0.60, 8000.0, 80.0, 3.0, 0.2, (8000.0, 7000.0))]
+    rows = {r["kind"]: r for r in family_summary(pts, size=1000, target=0.95)}
+    assert list(rows) == ["ivf", "hnsw", "ivfpq"]
+    assert rows["ivf"]["at_target"].value == 4 and rows["ivf"]["best_recall"] == 0.97
+    assert rows["ivfpq"]["at_target"] is None and rows["ivfpq"]["bytes_per_vector"] == pytest.approx(200.0)
+    c = compare_at_recall(pts, 0.95)
+    assert c.winner.name == "ivf nprobe=4" and c.loser.name == "hnsw ef_search=16" and c.distinguishable
+    assert "timed repeats" in c.sentence and "seeds" not in c.sentence
+    noisy = pts[:2] + [AnnPoint("ivf", "nprobe", 4, 0.97, 3000.0, 30.0, 1.0, 1.1, (3000.0, 100.0)), pts[3]]
+    assert not compare_at_recall(noisy, 0.95).distinguishable  # inside the spread of the repeats
+    assert compare_at_recall(pts, 0.99) is None
+    with pytest.raises(ValueError):
+        family_summary(pts, size=0)
+
+
+def test_main_validates_and_prints(capsys, monkeypatch):
+    from course_lib.multimodal import ann
+
+    with pytest.raises(SystemExit):
+        ann.main(["--size", "0"])
+    monkeypatch.setattr(ann, "scaling_study", lambda *a, **k: {"points": [
+        ann.AnnPoint("flat", "", 0, 1.0, 10.0, 1.0, 0.0, 1.0, (10.0,)).as_record(),
+        ann.AnnPoint("ivf", "nprobe", 2, 0.99, 100.0, 10.0, 0.5, 1.0, (100.0,)).as_record()]})
+    assert ann.main(["--size", "100"]) == 0
+    assert "fastest at recall@10 >= 0.95: ivf nprobe=2" in capsys.readouterr().out

@@ -39,6 +39,33 @@ def test_matching_seeds_scores_both_scorers_on_the_same_negatives(tiny_clip):
     assert all(len(v) == 2 for v in out["itm"].values()) and len(out["heads"]) == 2
     weighted = sum(out["dot"][k] * out["counts"][k] for k in out["kinds"]) / 40
     assert out["dot"]["all"] == pytest.approx(weighted)
+    assert len(out["localisation"]) == 2 and out["localisation_chance"] == pytest.approx(1 / 16)
+    assert out["nouns"] >= 40 and all(0.0 <= a <= 1.0 for a in out["localisation"])
+
+
+def test_noun_localisation_finds_a_head_that_looks_at_the_right_patch(tiny_clip):
+    from course_lib.multimodal.heads import MatchingHead, matching_features
+    from course_lib.multimodal.studies import noun_localisation
+
+    model, tok = tiny_clip
+    batch = generate(12, seed=3, config=ShapeWorldConfig(max_objects=2))
+    feats = matching_features(model, tok, batch)
+    head = MatchingHead(feats.image.shape[-1], feats.positive.shape[-1], dim=64, heads=4, layers=1)
+    acc, nouns, maps = noun_localisation(head, feats, batch)
+    assert nouns == sum(len(batch.shape_names(i)) for i in range(len(batch))) and 0.0 <= acc <= 1.0
+    assert maps.shape[-1] == 16
+
+    class Oracle(torch.nn.Module):  # attends exactly the patch of each noun's object
+        def forward(self, image, text, mask, return_attention=False):
+            w = torch.zeros(len(batch), text.shape[1], 17)
+            for i in range(len(batch)):
+                words = ["<sot>"] + batch.captions[i].split()
+                for obj, shape in enumerate(batch.shape_names(i)):
+                    cx, cy = batch.centers[i, obj]
+                    w[i, words.index(shape), 1 + int(cy // 8) * 4 + int(cx // 8)] = 1.0
+            return torch.zeros(len(batch)), w[None]
+
+    assert noun_localisation(Oracle(), feats, batch)[0] == 1.0
 
 
 def test_retrieval_figures_and_sinkhorn_runs():
