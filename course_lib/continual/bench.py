@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.hidden is not None:
         proto = replace(proto, hidden=args.hidden)
     print(f"# Chapter 3 benchmarks — {course_config.describe()}")
-    out: dict = {}
+    out: dict = {"load_before": _load()}
     t0 = time.perf_counter()
     if "strategies" in sections:
         bench_strategies(proto, out, args.workers if args.workers > 0 else default_workers())
@@ -212,10 +212,21 @@ def main(argv: list[str] | None = None) -> int:
     if "guard" in sections:
         bench_guard(out, tuple(range(args.seeds)) if args.seeds is not None else (0, 1, 2, 3, 4))
     print(f"\n(total {time.perf_counter() - t0:.0f} s)")
+    out["load_after"] = _load()
     if args.write_results:
         for path in write_section_results(out, f"python -m course_lib.bench {argv_text}", proto, args.seeds):
             print(f"wrote {path}")
     return 0
+
+
+def _load() -> float | None:
+    """The 1-minute load average (None where the OS does not report it)."""
+    import os
+
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def write_section_results(out: dict, command: str, proto, n_seeds: int | None, folder=None) -> list:
@@ -243,5 +254,7 @@ def write_section_results(out: dict, command: str, proto, n_seeds: int | None, f
         timing["crash"] = {k: (len(v) if isinstance(v, list) else v) for k, v in
                            (asdict(crash).items() if is_dataclass(crash) else crash.items())}
     if timing:
+        # timings depend on what else runs on the machine: record the 1-minute load average around the run
+        timing["load_average_1min"] = {"before": out.get("load_before"), "after": out.get("load_after")}
         paths.append(write_results("ch3_timing", timing, command, profile, [0], folder))
     return paths
