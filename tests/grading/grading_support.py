@@ -71,7 +71,7 @@ def trusted_digest() -> dict[str, str]:
             if "__pycache__" not in p.parts}
 
 
-def run_grader(args: list[str], cwd: Path = ROOT, env: dict | None = None, timeout: float = 1500):
+def run_grader(args: list[str], cwd: Path = ROOT, env: dict | None = None, timeout: float = 3600):
     """Run ``python -m course_lib.grading ARGS``; returns (CompletedProcess, seconds)."""
     full_env = dict(os.environ, HF_HUB_OFFLINE="1")
     full_env.pop("COURSE_IMPL", None)
