@@ -240,8 +240,9 @@ def fusion_guide(*stored: Any) -> str:
                      f"{relation_chance(f):.3f} (majority answer {f['majority']['relation']:.3f})", cond))
     fam = stored[0].figures["families"]
     fewest = min(fam, key=lambda n: fam[n]["params"])
+    b = stored[0].figures["budget"]
     rows.append(("fewest parameters", fewest, ", ".join(f"{n} {fam[n]['params']:,}" for n in fam),
-                 f"equal width and depth ({_budget_text(stored[0].figures['budget'])}): an exact count"))
+                 f"equal width {b['dim']}, {b['heads']} heads, {b['layers']} layer: an exact count"))
     rows.append(("the image side computed once and cached; robust to a missing modality", "late",
                  "not measured here", "by construction: no layer sees both inputs (Baltrušaitis et al. 2019)"))
     rows.append(("relational reasoning", "an inductive bias: object slots, a relation module",

@@ -65,7 +65,8 @@ def _fusion_figures(relation_best, majority_relation=0.47):
                       "relation": relation_best, "train_relation": [0.53, 0.53, 0.52], "params": 200},
            "late": {"color": [0.62, 0.62, 0.63], "shape": [0.56, 0.55, 0.57], "count": [0.96, 0.95, 0.96],
                     "relation": [0.49, 0.48, 0.50], "train_relation": [0.53, 0.52, 0.53], "params": 210}}
-    return {"budget": {"train_images": 4000, "test_images": 600, "steps": 800, "batch_size": 32, "layers": 1},
+    return {"budget": {"train_images": 4000, "test_images": 600, "steps": 800, "batch_size": 32, "layers": 1,
+                       "dim": 64, "heads": 4},
             "majority": {"color": 0.17, "shape": 0.26, "count": 0.38, "relation": majority_relation},
             "train_majority": {"relation": 0.52}, "families": fam}
 
