@@ -201,3 +201,14 @@ def test_ot_block_quotes_notebook_2_2_checked_output():
 def test_blocks_read_as_course_material(name):
     hit = DIARY.search(block(name))
     assert not hit, f"diary wording in the {name} block: {hit.group(0)!r}"
+
+
+@pytest.mark.parametrize("name", ["01_alignment", "02_optimal_transport", "03_retrieval", "04_million_vectors"])
+def test_notebook_run_times_are_the_ones_the_notebooks_printed(name):
+    nb = json.loads((ROOT / "notebooks" / "ch2_multimodal" / f"{name}.ipynb").read_text(encoding="utf-8"))
+    out = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
+    printed = re.search(r"this notebook: (\d+) s wall, (\d+) s of CPU", out)
+    assert printed, f"{name} does not print its run time in its last cell"
+    row = re.search(rf"^\| {name} \| (\d+) \| (\d+) \|", DOC.read_text(encoding="utf-8"), re.M)
+    assert row, f"no run-time row for {name} in docs/ch2_multimodal.md"
+    assert row.groups() == printed.groups(), f"{name}: the guide says {row.groups()}, the notebook printed {printed.groups()}"
