@@ -499,7 +499,7 @@ def chapter_guide() -> str:
                      f"{ann.figures['size']:,} vectors synthesised from tiny-CLIP embeddings, one FAISS thread",
                      f"`{ann.name}`, notebook 2.4"))
     rows.append(("align two embedding spaces without paired data", "entropic optimal transport / Gromov-Wasserstein",
-                 "measured in notebook 2.2, not summarised here", "unpaired sets with shared classes",
+                 "notebook 2.2's checked cell (the optimal-transport block above)", "unpaired sets with shared classes",
                  "Alvarez-Melis & Jaakkola 2018"))
     return markdown_table(("need", "choose", "measured (range over seeds)", "holds under", "source"), rows)
 
