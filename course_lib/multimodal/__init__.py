@@ -16,6 +16,10 @@ Modules:
 * :mod:`.probes`: layer probes of patch tokens, the relation oracle, attention on named objects.
 * :mod:`.heads`: image-text matching, captioning decoder, BLEU.
 * :mod:`.advanced`: modality normalisation, gated and uncertainty-weighted fusion, corruption.
+* :mod:`.studies`: seeded studies of notebooks 2.1-2.3 (alignment losses, retrieval, Sinkhorn
+  speed) that write ``results/ch2_*.json``.
+* :mod:`.fusion_studies`: seeded studies of notebooks 2.5-2.7 (fusion families, matching,
+  advanced techniques), their results files and the chapter's selection guide.
 
 ``python -m course_lib.bench multimodal`` prints the chapter's measured tables.
 """
