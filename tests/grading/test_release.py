@@ -195,6 +195,7 @@ def test_public_checks_pass_on_solutions_and_report_a_wrong_answer_compactly(han
     next(v for v in BUGS if v.name == "round_half_up").write(tmp_path)
     shutil.copytree(tmp_path / "task1_quantization__round_half_up", mixed)
     for task in WITHHELD:
+        (mixed / task).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / "solutions" / f"{task}.py", mixed / f"{task}.py")
     modules = ["tests/exercises/ch1_compression/test_task1_quantization.py"] + [
         f"tests/exercises/{t.test_file}" for t in TASKS if t.id in WITHHELD]
