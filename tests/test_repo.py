@@ -90,3 +90,9 @@ def test_no_stub_left_in_course_lib_or_solutions():
     for folder in ("course_lib", "solutions"):
         for path in (ROOT / folder).rglob("*.py"):
             assert not _stub_functions(path), f"stub functions left: {_stub_functions(path)}"
+
+
+def test_test_module_names_are_unique():
+    """pytest imports test modules by basename (no packages): two equal names stop collection."""
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
