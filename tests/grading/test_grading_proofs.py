@@ -2,7 +2,8 @@
 
 * the solutions get full marks and the untouched stubs fail every single test;
 * every typical mistake of grading_variants.BUGS loses points on the tests it names;
-* every correct alternative of grading_variants.ALTERNATIVES gets full marks (fairness);
+* every correct alternative of grading_variants.ALTERNATIVES gets full marks (fairness:
+  float32 and float64 work, other update orders and stopping rules, other ways to break ties);
 * hostile submissions cost only their own task, and never change the grader's files.
 """
 
@@ -48,6 +49,22 @@ def test_every_test_carries_points(proof_run):
         assert len(task["tests"]) >= 7, task["task"]
         for test in task["tests"]:
             assert isinstance(test["points"], int) and test["points"] >= 1, (task["task"], test["name"])
+
+
+def test_every_task_has_a_correct_alternative():
+    assert {v.task for v in ALTERNATIVES} == set(TASK_IDS)
+
+
+def test_every_graded_test_file_documents_its_tolerances():
+    """Each graded test module says, in its docstring, which comparisons use which tolerance and why."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "exercises"
+    for task in TASK_IDS:
+        chapter, name = task.split("/")
+        doc = ast.get_docstring(ast.parse((root / chapter / f"test_{name}.py").read_text())) or ""
+        assert "Tolerances:" in doc, f"the docstring of test_{name}.py has no 'Tolerances:' paragraph"
 
 
 def test_every_task_lists_at_least_five_typical_mistakes():
