@@ -494,4 +494,7 @@ class Grader:
         return reports
 
     def close(self) -> None:
+        from .sandbox import remove_cgroups_of
+
+        remove_cgroups_of()  # any left by processes that are gone (this run's, or an earlier crash's)
         shutil.rmtree(self.workdir, ignore_errors=True)

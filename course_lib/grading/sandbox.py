@@ -262,9 +262,15 @@ class TaskCgroup:
             (group / "cgroup.procs").write_text(str(os.getpid()))
 
     def remove(self) -> None:
+        """Kill what is left inside, then remove the cgroups (retrying while processes exit)."""
         for group in self.dirs:
-            for _ in range(100):
+            for _ in range(250):
                 try:
+                    for pid in (group / "cgroup.procs").read_text().split():
+                        try:
+                            os.kill(int(pid), signal.SIGKILL)
+                        except OSError:
+                            pass
                     group.rmdir()
                     break
                 except FileNotFoundError:
@@ -274,15 +280,17 @@ class TaskCgroup:
         self.dirs = []
 
 
-def remove_cgroups_of(pid: int) -> None:
-    """Remove the cgroups a (killed) process left behind: they are empty once its sandboxes died."""
+def remove_cgroups_of(pid: int | None = None) -> None:
+    """Remove the cgroups a (killed) process left behind, or, without ``pid``, those of every
+    process that no longer exists."""
     base = Path("/sys/fs/cgroup")
     try:
         own = Path("/proc/self/cgroup").read_text().split("0::", 1)[1].splitlines()[0].strip("/")
     except (OSError, IndexError):
         own = ""
-    pattern = f"course-grade-{pid}-*"
-    stale = [*(base / own).glob(pattern), *(base / "memory").glob(pattern), *(base / "pids").glob(pattern)]
+    pattern = f"course-grade-{pid if pid is not None else '*'}-*"
+    stale = [g for folder in (base / own, base / "memory", base / "pids") for g in folder.glob(pattern)
+             if pid is not None or not Path("/proc", g.name.split("-")[2]).exists()]
     leftover = TaskCgroup.__new__(TaskCgroup)
     leftover.dirs = stale
     leftover.remove()
