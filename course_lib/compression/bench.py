@@ -41,7 +41,7 @@ from ..models import count_parameters, load_clip
 from ..results import write_results
 from .benchmarking import Table, block_minima, latency_table, torch_threads
 from .distillation import parameter_ratio
-from .engines import OrtModule, export_onnx, ort_op_profile, ort_quantize_dynamic, ort_session
+from .engines import OrtModule, export_onnx, ort_op_profiles, ort_quantize_dynamic, ort_session
 from .pipeline import PipelineConfig, gradual_vs_oneshot, measure_variants, run_pipeline, student_vs_scratch
 
 COLUMNS = ["variant", "params", "size_mb", "b1_ms", "b1_speedup", "b64_ms", "b64_speedup", "throughput", "accuracy", "cosine"]
@@ -93,7 +93,7 @@ def int8_anatomy(visual: torch.nn.Module, workdir: str | Path, batch_size: int =
     Exports ``visual`` to ONNX, quantizes it dynamically twice (ONNX Runtime's default op
     set, and matrix products only), times the three sessions interleaved at
     ``batch_size`` (best of ``repeats``) and splits their kernel time by op type
-    (:func:`~course_lib.compression.engines.ort_op_profile`). Returns one row per
+    (:func:`~course_lib.compression.engines.ort_op_profiles`, interleaved). Returns one row per
     variant: ``b{batch_size}_ms``, ``speedup`` over fp32, and kernel ms spent in matrix
     products (attention's included), convolution and everything else (medians over
     ``profile_runs`` profiled runs). With ``samples=True`` each row also holds
@@ -115,8 +115,9 @@ def int8_anatomy(visual: torch.nn.Module, workdir: str | Path, batch_size: int =
     times = latency_table(encoders, batch_sizes=(batch_size,), repeats=repeats)
     base = times["ORT fp32"][batch_size].min
     rows = []
-    for name, path in paths.items():
-        runs = ort_op_profile(path, example[:batch_size], runs=profile_runs, threads=threads, per_run=True)
+    profiles = ort_op_profiles(paths, example[:batch_size], runs=profile_runs, threads=threads)
+    for name in paths:
+        runs = profiles[name]
         matrix = [sum(ms for op, ms in run.items() if op in MATRIX_OPS) for run in runs]
         conv = [sum(ms for op, ms in run.items() if op in CONV_OPS) for run in runs]
         other = [sum(run.values()) - m - c for run, m, c in zip(runs, matrix, conv)]
@@ -142,12 +143,29 @@ EXPERIMENT_SIZES: dict[str, dict[str, dict[str, int]]] = {
     "structured": {"quick": dict(pool_size=1500, probe_size=600, finetune_steps=100, batch_size=64),
                    "full": dict(pool_size=12000, probe_size=2000, finetune_steps=600, batch_size=128)},
     # notebook 1.2's quick budget (gradual vs one-shot, and the one-shot sparsity curve)
-    "pruning": {"quick": dict(pool_size=1500, probe_size=600, finetune_steps=80, batch_size=64, curve_size=400),
+    "pruning": {"quick": dict(pool_size=1500, probe_size=600, finetune_steps=60, batch_size=64, curve_size=300),
                 "full": dict(pool_size=12000, probe_size=2000, finetune_steps=300, batch_size=128, curve_size=2000)},
 }
 ONLY = ("pipeline", *EXPERIMENT_SIZES)
 SCOPE_LEVELS = (0.0, 0.3, 0.5, 0.7, 0.8, 0.9)
 TEMPERATURES = (1.0, 2.0, 4.0, 8.0, 16.0, 64.0)
+
+
+CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_features() -> list[str]:
+    """The instruction-set extensions among :data:`CPU_FEATURES` that this CPU reports
+    (``/proc/cpuinfo``; empty elsewhere): INT8 and bf16 speed depends on them (VNNI for
+    int8 dot products, AVX512-BF16/AMX for bf16), so results files record them."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return [f for f in CPU_FEATURES if f in flags]
+    except OSError:
+        pass
+    return []
 
 
 def experiment_sizes(only: str, profile: str, overrides: dict[str, int | None]) -> dict[str, int]:
@@ -265,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.write_results:
             found = {"rows": {str(r["variant"]): {k: (round(v, 4) if isinstance(v, float) else [round(x, 4) for x in v])
                                                   for k, v in r.items() if k != "variant"} for r in rows},
-                     "batch_size": 64, "threads": threads, "repeats": cfg.repeats}
+                     "batch_size": 64, "threads": threads, "repeats": cfg.repeats, "cpu_features": cpu_features()}
             print("wrote", write_results("ch1_int8_anatomy", found, command, profile, [0]))
         return 0
     start = time.perf_counter()
@@ -306,5 +324,6 @@ def main(argv: list[str] | None = None) -> int:
         out["stage_seconds"] = {k: round(v, 1) for k, v in result.timings.items()}
         out["seconds"] = round(seconds, 1)
         out["threads"] = args.threads
+        out["cpu_features"] = cpu_features()
         print("wrote", write_results("ch1_pipeline", out, command, profile, [cfg.seed]))
     return 0 if all(math.isfinite(float(r["accuracy"])) for r in rows) else 1

@@ -142,6 +142,52 @@ def compare_samples(samples: Mapping[str, float | Sequence[float]], kind: str = 
     return Comparison(c.winner, c.loser, c.margin, c.distinguishable, c.higher_is_better, sentence)
 
 
+def compare_speedup(samples: Mapping[str, Sequence[float]], baseline: str, kind: str = "timing blocks",
+                    what: str = "", digits: int = 2) -> Comparison:
+    """Paired comparison of two candidates timed in the *same* interleaved rounds.
+
+    ``samples`` holds two candidates' latency samples, sample ``i`` of both from the same
+    rounds (block ``i`` of one interleaved benchmark, or latency round ``i`` of a results
+    file). Drift of the machine's load hits both alike within a sample, so the speed-up
+    ``baseline_i / other_i`` per sample is steadier than either latency. The speed-up
+    is compared with 1 (no difference) by :func:`course_lib.conclusions.compare`'s rule:
+    distinguishable when ``|mean - 1|`` exceeds the spread of the per-sample speed-ups.
+
+    Returns:
+        A :class:`Comparison` whose ``winner`` is the faster candidate (its ``mean`` and
+        ``spread`` are the speed-up's, in x), ``loser`` the other (1x), and whose sentence
+        says "faster/slower beyond the spread" or "not distinguishable".
+
+    Raises:
+        ValueError: not exactly two candidates, ``baseline`` not among them, or samples of
+            different lengths.
+    """
+    if len(samples) != 2 or baseline not in samples:
+        raise ValueError(f"need exactly two candidates including the baseline {baseline!r}, got {list(samples)}")
+    other = next(n for n in samples if n != baseline)
+    ref, mine = list(samples[baseline]), list(samples[other])
+    if len(ref) != len(mine) or not ref:
+        raise ValueError(f"paired samples need equal, non-zero lengths, got {len(ref)} and {len(mine)}")
+    ratios = [r / m for r, m in zip(ref, mine)]
+    # min_margin=0: identical per-sample speed-ups (zero spread) still count when they differ from 1
+    c = compare({"speed-up": ratios, "parity": [1.0]}, digits=digits, min_margin=0.0)
+    s = c.winner if c.winner.name == "speed-up" else c.loser
+    faster, slower = (other, baseline) if s.mean >= 1.0 else (baseline, other)
+    spread = f" ± {s.spread:.{digits}f}" if s.n > 1 else ""
+    label = f", {what}" if what else ""
+    if c.distinguishable:
+        verdict = f"{faster} is faster, beyond the spread over {kind}"
+    elif s.n == 1:
+        verdict = f"{faster} is ahead in this single measurement; one measurement cannot tell whether that is more than noise"
+    else:
+        verdict = f"not distinguishable from 1x: the difference is inside the spread over {kind}"
+    sentence = (f"{other} vs {baseline}{label}: speed-up {s.mean:.{digits}f}{spread}x over {s.n} {kind} (paired) -- {verdict}.")
+    from ..conclusions import Summary
+    win = Summary(faster, s.mean if faster == other else 1.0 / s.mean, s.spread, s.n)
+    lose = Summary(slower, 1.0, 0.0, 1)
+    return Comparison(win, lose, abs(s.mean - 1.0), c.distinguishable, True, sentence)
+
+
 def speedups(results: Mapping[str, BenchResult], baseline: str) -> dict[str, float]:
     """``{name: best(baseline) / best(name)}`` (> 1 = faster than the baseline)."""
     if baseline not in results:

@@ -202,40 +202,8 @@ def onnx_size_mb(path: str | Path) -> float:
     return os.path.getsize(path) / 1e6
 
 
-def ort_op_profile(path: str | Path, x: torch.Tensor | np.ndarray, runs: int = 20, threads: int = 1,
-                   per_run: bool = False) -> dict[str, float] | list[dict[str, float]]:
-    """Where ONNX Runtime spends its time on ``x``: kernel time per op type, in ms per run.
-
-    Runs ``path`` ``runs`` times (after one warm-up run) with ONNX Runtime's profiler and
-    sums the kernel durations of the nodes by op type (e.g. ``MatMul``,
-    ``DynamicQuantizeMatMul``, ``LayerNormalization``) within each run. Returns
-    ``{op_type: median ms per run}`` sorted by time, largest first (the median over runs
-    resists a busy machine; the profiler's own overhead makes the sum a little larger
-    than an unprofiled run). With ``per_run=True`` it returns the ``runs`` dicts
-    ``{op_type: ms}`` themselves (the samples behind the medians).
-    """
-    import json
-
-    per_ms = per_run
-    ort = _ort()
-    if runs < 1:
-        raise ValueError(f"runs must be >= 1, got {runs}")
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
-    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    with tempfile.TemporaryDirectory() as tmp:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        opts.enable_profiling = True
-        opts.profile_file_prefix = str(Path(tmp) / "ort_profile")
-        session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-        feed = {session.get_inputs()[0].name: arr.astype(np.float32, copy=False)}
-        session.run(None, feed)
-        for _ in range(runs):
-            session.run(None, feed)
-        events = json.loads(Path(session.end_profiling()).read_text())
+def _kernel_times_per_run(events: list[dict]) -> list[dict[str, float]]:
+    """``[{op_type: kernel ms}]`` per ``model_run`` of one ONNX Runtime profile (warm-up dropped)."""
     windows = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
                      if e.get("cat") == "Session" and e.get("name") == "model_run")[1:]  # drop the warm-up run
     per_run: list[dict[str, float]] = [{} for _ in windows]
@@ -249,10 +217,65 @@ def ort_op_profile(path: str | Path, x: torch.Tensor | np.ndarray, runs: int = 2
             per_run[i][op] = per_run[i].get(op, 0.0) + event["dur"] / 1e3
     if not per_run:
         raise RuntimeError("ONNX Runtime's profile recorded no runs")
-    if per_ms:
-        return per_run
-    ops = {op for run in per_run for op in run}
-    medians = {op: float(np.median([run.get(op, 0.0) for run in per_run])) for op in ops}
+    return per_run
+
+
+def ort_op_profiles(paths: dict[str, str | Path], x: torch.Tensor | np.ndarray, runs: int = 20,
+                    threads: int = 1) -> dict[str, list[dict[str, float]]]:
+    """Kernel time per op type of several ONNX models on ``x``, profiled *interleaved*.
+
+    One profiling session per model; after a warm-up run each, the sessions run
+    round-robin (A, B, C, A, B, C, ...) ``runs`` times, so a change of the machine's load
+    reaches every model alike (as in :func:`.benchmarking.interleaved_benchmark`).
+
+    Returns:
+        ``{name: [{op_type: kernel ms} for each run]}``.
+    """
+    import json
+
+    ort = _ort()
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    if not paths:
+        raise ValueError("no models to profile")
+    arr = (x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)).astype(np.float32, copy=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        sessions = {}
+        for i, (name, path) in enumerate(paths.items()):
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+            opts.log_severity_level = 3
+            opts.enable_profiling = True
+            opts.profile_file_prefix = str(Path(tmp) / f"ort_profile_{i}")
+            sessions[name] = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        feeds = {name: {s.get_inputs()[0].name: arr} for name, s in sessions.items()}
+        for _ in range(runs + 1):  # the first round is the warm-up
+            for name, s in sessions.items():
+                s.run(None, feeds[name])
+        return {name: _kernel_times_per_run(json.loads(Path(s.end_profiling()).read_text())) for name, s in sessions.items()}
+
+
+def ort_op_profile(path: str | Path, x: torch.Tensor | np.ndarray, runs: int = 20, threads: int = 1,
+                   per_run: bool = False) -> dict[str, float] | list[dict[str, float]]:
+    """Where ONNX Runtime spends its time on ``x``: kernel time per op type, in ms per run.
+
+    Runs ``path`` ``runs`` times (after one warm-up run) with ONNX Runtime's profiler and
+    sums the kernel durations of the nodes by op type (e.g. ``MatMul``,
+    ``DynamicQuantizeMatMul``, ``LayerNormalization``) within each run. Returns
+    ``{op_type: median ms per run}`` sorted by time, largest first (the median over runs
+    resists a busy machine; the profiler's own overhead makes the sum a little larger
+    than an unprofiled run). With ``per_run=True`` it returns the ``runs`` dicts
+    ``{op_type: ms}`` themselves (the samples behind the medians). Several models:
+    :func:`ort_op_profiles` (interleaved).
+    """
+    runs_ms = ort_op_profiles({"model": path}, x, runs=runs, threads=threads)["model"]
+    if per_run:
+        return runs_ms
+    ops = {op for run in runs_ms for op in run}
+    medians = {op: float(np.median([run.get(op, 0.0) for run in runs_ms])) for op in ops}
     return dict(sorted(medians.items(), key=lambda kv: -kv[1]))
 
 

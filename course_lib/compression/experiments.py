@@ -138,14 +138,18 @@ def structured_study(
     before: dict[str, list[float]] = {i: [] for i in importances}
     after: dict[str, list[float]] = {i: [] for i in importances} if steps else {}
     pruned_params = 0
+    weight_plan = plan_structured(source, ratio, ratio) if "weight" in importances else None
     for seed in seeds:
         gen = torch.Generator().manual_seed(seed)
         calib = pool.images[torch.randperm(len(pool), generator=gen)[:calibration_size]]
         for imp in importances:
-            plan = plan_structured(source, ratio, ratio, calibration=calib if imp == "activation" else None)
+            plan = weight_plan if imp == "weight" else plan_structured(source, ratio, ratio, calibration=calib)
             small = apply_plan(source, plan, physical=True).eval()
             pruned_params = count_parameters(small)
-            before[imp].append(pct(probe.evaluate(small)["accuracy"]))
+            if imp == "weight" and before[imp]:  # no data involved: the same tower for every seed
+                before[imp].append(before[imp][0])
+            else:
+                before[imp].append(pct(probe.evaluate(small)["accuracy"]))
             if steps:
                 finetune_visual(small, pool, steps, lr, batch_size, seed=seed)
                 after[imp].append(pct(probe.evaluate(small)["accuracy"]))

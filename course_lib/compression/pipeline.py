@@ -309,7 +309,8 @@ def selection_table(
     Args:
         variants: ``{variant: {"params", "size_mb", "accuracy", "b{B}_samples": [ms, ...]}}``
             for each batch size ``B`` (latency samples: timing blocks of one run, or
-            independent latency rounds), e.g. from :func:`measure_variants` rows.
+            independent latency rounds) -- sample ``i`` of every variant from the same
+            interleaved rounds, e.g. from :func:`measure_variants` rows.
         timing: the conditions of the latency figures (hardware, threads), repeated in
             each row's "holds when".
         training: ``{"pruned": "...", "student": "..."}``: the training budget behind those
@@ -323,11 +324,12 @@ def selection_table(
 
     Returns:
         Rows with ``technique``, ``size``, ``b{B} speed-up``, ``accuracy change`` and
-        ``holds when`` (all formatted strings). A speed-up whose latency difference is
-        inside the spread of the samples is marked "(within noise)".
+        ``holds when`` (all formatted strings). The speed-up is the mean of the paired
+        per-sample speed-ups; one that is not distinguishable from 1x by
+        :func:`.benchmarking.compare_speedup` is marked "(within noise)".
     """
     from ..conclusions import compare, summarize
-    from .benchmarking import compare_samples
+    from .benchmarking import compare_speedup
 
     if baseline not in variants:
         raise KeyError(f"baseline {baseline!r} not among the variants {list(variants)}")
@@ -337,26 +339,27 @@ def selection_table(
     rows: list[dict[str, str]] = []
     for name, v in variants.items():
         row = {"technique": TECHNIQUES.get(name, name),
-               "size": f"{float(base['size_mb']) / float(v['size_mb']):.1f}x smaller ({float(v['size_mb']):.2f} MB)"}
+               "size": (f"{float(v['size_mb']):.2f} MB (reference)" if name == baseline else
+                        f"{float(base['size_mb']) / float(v['size_mb']):.1f}x smaller ({float(v['size_mb']):.2f} MB)")}
         for b in batch_sizes:
             mine, ref = list(v[f"b{b}_samples"]), list(base[f"b{b}_samples"])
-            ratio = (sum(ref) / len(ref)) / (sum(mine) / len(mine))
+            ratio = sum(r_ / m_ for r_, m_ in zip(ref, mine)) / len(ref)  # mean of the paired speed-ups
             if name == baseline:
                 row[f"b{b} speed-up"] = f"1x ({sum(ref) / len(ref):.2f} ms)"
                 continue
-            c = compare_samples({name: mine, baseline: ref}, kind=samples, higher_is_better=False)
+            c = compare_speedup({name: mine, baseline: ref}, baseline, kind=samples)
             row[f"b{b} speed-up"] = f"{ratio:.2f}x" + ("" if c.distinguishable else " (within noise)")
         kind = _training_of(name)
         seeds = accuracy_seeds.get(name)
         if name == baseline:
             row["accuracy change"] = f"{float(base['accuracy']):.2f}% (reference)"
         elif seeds:
-            delta = [s - float(base["accuracy"]) for s in seeds]
-            c = compare({name: seeds, baseline: [float(base["accuracy"])]})
-            row["accuracy change"] = (f"{summarize(name, delta).text(2)} points ({len(seeds)} seeds, "
+            delta = summarize(name, [s - float(base["accuracy"]) for s in seeds])
+            c = compare({name: seeds, baseline: [float(base["accuracy"])]}, min_margin=0.0)
+            row["accuracy change"] = (f"{delta.mean:+.2f} ± {delta.spread:.2f} points ({len(seeds)} seeds, "
                                       f"{'beyond' if c.distinguishable else 'within'} the spread)")
         else:
-            row["accuracy change"] = f"{float(v['accuracy']) - float(base['accuracy']):+.2f} points"
+            row["accuracy change"] = f"{float(v['accuracy']) - float(base['accuracy']):+.2f} points (one run)"
         row["holds when"] = "; ".join(x for x in (timing, training.get(kind, "")) if x)
         rows.append(row)
     return rows
@@ -376,8 +379,8 @@ def selection_from_results(pipeline, structured=None, distillation=None) -> list
                        **{f"b{b}_samples": v[f"b{b}_ms"] for b in batch_sizes}} for name, v in fig["variants"].items()}
     sizes = fig["sizes"]
     threads = fig.get("threads")
-    timing = (f"{pipeline.hardware}, {threads if threads else 'default'} thread(s), batch 1 and {max(batch_sizes)}, "
-              f"{fig['rounds']} latency rounds")
+    threads_text = f"{threads} thread{'s' if threads != 1 else ''}" if threads else "torch's default threads"
+    timing = f"{pipeline.hardware}, {threads_text}, {fig['rounds']} latency rounds"
     training = {"pruned": f"{sizes['finetune_steps']} fine-tuning steps", "student": f"{sizes['distill_steps']} distillation steps"}
     seeds: dict[str, list[float]] = {}
     if structured is not None and structured.figures["sizes"]["finetune_steps"] == sizes["finetune_steps"]:

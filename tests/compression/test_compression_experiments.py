@@ -9,7 +9,7 @@ import torch
 
 from course_lib.compression import EmpiricalServiceTime, bench, measure_service_times, simulate_batching
 from course_lib.compression import experiments as ex
-from course_lib.compression.benchmarking import block_minima, compare_samples
+from course_lib.compression.benchmarking import block_minima, compare_samples, compare_speedup
 from course_lib.compression.pipeline import selection_table
 from course_lib.compression.training import ZeroShotProbe, make_teacher_pool
 from course_lib.config import BenchResult
@@ -42,6 +42,22 @@ def test_compare_samples_names_the_repetitions_not_seeds():
     assert not close.distinguishable and "spread over profiled runs" in close.sentence
     single = compare_samples({"a": 1.0, "b": 2.0})
     assert "one measurement cannot tell" in single.sentence and "measurement noise" in single.sentence
+
+
+def test_compare_speedup_pairs_the_samples():
+    # the machine slows down between blocks, but within a block int8 is always 2x faster
+    c = compare_speedup({"int8": [10.0, 20.0, 40.0], "fp32": [20.0, 40.0, 80.0]}, "fp32", what="batch 64")
+    assert c.distinguishable and c.winner.name == "int8" and c.winner.mean == pytest.approx(2.0)
+    assert "speed-up 2.00 ± 0.00x over 3 timing blocks (paired) -- int8 is faster" in c.sentence
+    # the unpaired comparison of the same samples cannot tell (the drift dominates the spread)
+    assert not compare_samples({"int8": [10.0, 20.0, 40.0], "fp32": [20.0, 40.0, 80.0]}, higher_is_better=False).distinguishable
+    slow = compare_speedup({"b": [30.0, 31.0], "a": [20.0, 20.5]}, "a", kind="latency rounds")
+    assert slow.winner.name == "a" and "a is faster, beyond the spread over latency rounds" in slow.sentence
+    noisy = compare_speedup({"b": [10.0, 30.0], "a": [20.0, 20.0]}, "a")
+    assert not noisy.distinguishable and "not distinguishable from 1x" in noisy.sentence
+    for bad in ({"a": [1.0]}, {"a": [1.0], "b": [1.0, 2.0]}, {"a": [1.0], "c": [1.0]}):
+        with pytest.raises(ValueError):
+            compare_speedup(bad, "b" if "b" in bad else "a") if "c" not in bad else compare_speedup(bad, "b")
 
 
 # ---- empirical service times --------------------------------------------------------------
@@ -163,11 +179,12 @@ def test_selection_table_rows_say_size_speed_accuracy_and_conditions():
     int8 = by["INT8 dynamic quantization"]
     assert int8["size"].startswith("4.0x smaller")
     assert int8["b64 speed-up"] == "2.00x" and int8["b1 speed-up"].endswith("(within noise)")
-    assert int8["accuracy change"] == "-0.50 points" and int8["holds when"] == "test CPU, 1 thread"
+    assert int8["accuracy change"] == "-0.50 points (one run)" and int8["holds when"] == "test CPU, 1 thread"
     student = by["distilled student (20% of the parameters)"]
     assert student["accuracy change"].startswith("-8.00 ± 2.00 points (3 seeds, beyond the spread")
     assert student["holds when"] == "test CPU, 1 thread; 5 steps"
-    assert by["baseline: fp32 teacher, eager PyTorch"]["accuracy change"] == "90.00% (reference)"
+    base = by["baseline: fp32 teacher, eager PyTorch"]
+    assert base["accuracy change"] == "90.00% (reference)" and base["size"] == "4.00 MB (reference)"
     with pytest.raises(KeyError):
         selection_table(_variants(), timing="x", baseline="nope")
 
