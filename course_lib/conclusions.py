@@ -121,9 +121,13 @@ def compare(results: Mapping[str, float | Sequence[float]], higher_is_better: bo
     diff = f"{margin:.{digits}f}{unit}"
     if distinguishable:
         verb = "higher" if higher_is_better else "lower"
-        tail = (f"{best.name} is better by {diff} ({verb} is better), more than "
-                + (f"the spread over seeds ({spread_sum:.{digits}f})" if spread_sum > 0
-                   else f"the stated margin ({min_margin:.{digits}g})"))
+        if spread_sum > 0:
+            reason = f"the spread over seeds ({spread_sum:.{digits}f})"
+        elif min_margin is not None:
+            reason = f"the stated margin ({min_margin:.{digits}g})"
+        else:
+            reason = "zero: every seed gave the same value"
+        tail = f"{best.name} is better by {diff} ({verb} is better), more than {reason}"
     elif max(best.n, second.n) == 1 and min_margin is None:
         tail = (f"{best.name} is ahead by {diff} in this single run; one seed cannot tell whether "
                 "that is more than seed-to-seed noise")

@@ -67,3 +67,8 @@ def test_write_results_rejects_bad_input(tmp_path, kwargs, match):
 def test_missing_results_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="no committed results file"):
         load_results("absent", folder=tmp_path)
+
+
+def test_identical_seeds_without_a_margin():
+    c = compare({"a": [0.9, 0.9], "b": [0.8, 0.8]})
+    assert c.distinguishable and "every seed gave the same value" in c.sentence
