@@ -212,13 +212,7 @@ def evaluate_directions(
         image_keys: N scene keys (:func:`scene_keys`) for image->image relevance; the
             query image itself is excluded from its own ranking.
     """
-    image_emb = check_matrix(as_tensor(image_emb, "image_emb"), "image_emb")
-    text_emb = check_matrix(as_tensor(text_emb, "text_emb"), "text_emb")
-    check_same_dim(image_emb, text_emb, "image_emb", "text_emb")
-    n = image_emb.shape[0]
-    if text_emb.shape[0] != n or len(captions) != n or len(image_keys) != n:
-        raise ValueError(f"need N paired items: {n} images, {text_emb.shape[0]} texts, "
-                         f"{len(captions)} captions, {len(image_keys)} keys")
+    image_emb, text_emb, n = _paired(image_emb, text_emb, captions, image_keys)
     img = F.normalize(image_emb.float(), dim=1)
     txt = F.normalize(text_emb.float(), dim=1)
     rel_cap = relevance_matrix(captions, captions)
@@ -240,6 +234,18 @@ def evaluate_directions(
     return reports
 
 
+def _paired(image_emb, text_emb, captions: Sequence[str], image_keys: Sequence[str]) -> tuple:
+    """Validate N paired image/text embeddings with N captions and N keys; returns (img, txt, N)."""
+    image_emb = check_matrix(as_tensor(image_emb, "image_emb"), "image_emb")
+    text_emb = check_matrix(as_tensor(text_emb, "text_emb"), "text_emb")
+    check_same_dim(image_emb, text_emb, "image_emb", "text_emb")
+    n = image_emb.shape[0]
+    if text_emb.shape[0] != n or len(captions) != n or len(image_keys) != n:
+        raise ValueError(f"need N paired items: {n} images, {text_emb.shape[0]} texts, "
+                         f"{len(captions)} captions, {len(image_keys)} keys")
+    return image_emb, text_emb, n
+
+
 def top1_misses(image_emb: torch.Tensor, text_emb: torch.Tensor, captions: Sequence[str],
                 image_keys: Sequence[str]) -> dict[str, float]:
     """What text->image search gets wrong at rank 1.
@@ -253,13 +259,7 @@ def top1_misses(image_emb: torch.Tensor, text_emb: torch.Tensor, captions: Seque
         ``{"queries", "misses", "same_objects", "share_same_objects"}`` (the share is of the
         misses; 0 when there is none).
     """
-    image_emb = check_matrix(as_tensor(image_emb, "image_emb"), "image_emb")
-    text_emb = check_matrix(as_tensor(text_emb, "text_emb"), "text_emb")
-    check_same_dim(image_emb, text_emb, "image_emb", "text_emb")
-    n = image_emb.shape[0]
-    if text_emb.shape[0] != n or len(captions) != n or len(image_keys) != n:
-        raise ValueError(f"need N paired items: {n} images, {text_emb.shape[0]} texts, "
-                         f"{len(captions)} captions, {len(image_keys)} keys")
+    image_emb, text_emb, n = _paired(image_emb, text_emb, captions, image_keys)
     top = (F.normalize(text_emb.float(), dim=1) @ F.normalize(image_emb.float(), dim=1).T).argmax(dim=1).tolist()
     misses = [(i, j) for i, j in enumerate(top) if captions[j] != captions[i]]
     same = sum(image_keys[j] == image_keys[i] for i, j in misses)
